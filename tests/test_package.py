@@ -1,0 +1,34 @@
+import subprocess
+import sys
+
+import diffusion_canon
+from diffusion_canon.cli import build_parser, main
+
+
+def test_every_export_resolves():
+    for name in diffusion_canon.__all__:
+        assert getattr(diffusion_canon, name) is not None, name
+
+
+def test_unknown_attribute_is_an_attribute_error():
+    try:
+        diffusion_canon.NoSuchThing  # noqa: B018
+    except AttributeError as error:
+        assert "NoSuchThing" in str(error)
+    else:
+        raise AssertionError("expected AttributeError")
+
+
+def test_cli_help_lists_subcommands(capsys):
+    assert main([]) == 0
+    out = capsys.readouterr().out
+    assert "usage: diffusion-canon" in out
+    for action in build_parser()._subparsers._group_actions:
+        for name in action.choices:
+            assert name in out
+
+
+def test_console_script_runs():
+    result = subprocess.run([sys.executable, "-m", "diffusion_canon.cli", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "diffusion-canon" in result.stdout
