@@ -1,0 +1,103 @@
+"""The tiny CLIP: contrastive training learns (retrieval far above chance), the folder loads as standard transformers
+CLIP classes, and the unCLIP encoders read the same embeddings from a CLIPModel and from its split towers."""
+
+import random
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageDraw
+from transformers import CLIPModel, CLIPTextModelWithProjection, CLIPVisionModelWithProjection
+
+from diffusion_canon.data.tokenizer import build_glyph_tokenizer
+from diffusion_canon.models.clip_glyphs import (
+    encode_images,
+    encode_prompts,
+    glyph_clip_config,
+    glyph_clip_image_processor,
+    images_to_pixel_values,
+)
+from diffusion_canon.unclip.clip_training import text_to_image_retrieval, train_glyph_clip
+
+COLORS = {"red": (220, 30, 30), "green": (30, 170, 30), "blue": (30, 30, 220), "black": (0, 0, 0)}
+SHAPES = ("square", "circle", "bar")
+
+
+def shapes_world(n: int, seed: int) -> tuple[list[Image.Image], list[str]]:
+    """A 12-caption toy world (colour x shape, jittered position): cheap to render, easy to learn."""
+    rng = random.Random(seed)
+    images, captions = [], []
+    for _ in range(n):
+        color, shape = rng.choice(list(COLORS)), rng.choice(SHAPES)
+        image = Image.new("RGB", (32, 32), "white")
+        draw = ImageDraw.Draw(image)
+        x, y = 16 + rng.randint(-4, 4), 16 + rng.randint(-4, 4)
+        box = {"square": (x - 9, y - 9, x + 9, y + 9), "circle": (x - 9, y - 9, x + 9, y + 9), "bar": (x - 11, y - 3, x + 11, y + 3)}
+        (draw.ellipse if shape == "circle" else draw.rectangle)(box[shape], fill=COLORS[color])
+        images.append(image)
+        captions.append(f"a {color} {shape}")
+    return images, captions
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return build_glyph_tokenizer(captions=shapes_world(64, 0)[1])
+
+
+def test_short_contrastive_training_retrieves_far_above_chance(tokenizer):
+    images, captions = shapes_world(384, seed=0)
+    processor = glyph_clip_image_processor(32)
+    model = CLIPModel(glyph_clip_config(tokenizer, hidden_size=32, num_layers=1, patch_size=8, projection_dim=16))
+    eval_images, eval_captions = shapes_world(100, seed=1)
+    before = text_to_image_retrieval(model, tokenizer, eval_images, eval_captions, processor)
+    model = train_glyph_clip(images, captions, tokenizer, model=model, image_processor=processor, num_steps=150, batch_size=48)
+    after = text_to_image_retrieval(model, tokenizer, eval_images, eval_captions, processor)
+    # chance counts every image sharing the query's caption: ~1/12 here
+    assert after["n"] == 100 and 0.04 < after["chance"] < 0.15
+    assert after["top1"] >= 4 * after["chance"], (before, after)
+    assert after["top1"] > before["top1"] + 0.2, (before, after)
+
+
+def test_retrieval_metric_counts_same_caption_as_correct():
+    class Fixed(torch.nn.Module):  # logits_per_text chosen by hand
+        def forward(self, input_ids, attention_mask, pixel_values):
+            logits = torch.tensor([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0]])
+            return type("Out", (), {"logits_per_text": logits})()
+
+    tok = build_glyph_tokenizer(captions=["a red square", "a blue bar"])
+    images = [Image.new("RGB", (32, 32))] * 3
+    result = text_to_image_retrieval(Fixed(), tok, images, ["a red square", "a red square", "a blue bar"],
+                                     glyph_clip_image_processor())
+    # query 0 -> image 1 (same caption: right), query 1 -> image 2 (wrong), query 2 -> image 0 (wrong)
+    assert result["top1"] == pytest.approx(1 / 3)
+    assert result["chance"] == pytest.approx((2 + 2 + 1) / 9)
+
+
+def test_saved_folder_loads_as_split_towers_with_the_same_embeddings(tokenizer, tmp_path):
+    torch.manual_seed(0)
+    model = CLIPModel(glyph_clip_config(tokenizer, hidden_size=32, num_layers=1, projection_dim=16)).eval()
+    model.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").exists()
+    text_encoder = CLIPTextModelWithProjection.from_pretrained(tmp_path).eval()
+    image_encoder = CLIPVisionModelWithProjection.from_pretrained(tmp_path).eval()
+    prompts = ["a red square", "a blue bar"]
+    embeds, tokens, mask = encode_prompts(model, tokenizer, prompts)
+    embeds2, tokens2, mask2 = encode_prompts(text_encoder, tokenizer, prompts)
+    assert embeds.shape == (2, 16) and tokens.shape == (2, tokenizer.model_max_length, 32)
+    assert mask.sum(1).tolist() == [5, 5]  # bos a red square eos
+    torch.testing.assert_close(embeds, embeds2)
+    torch.testing.assert_close(tokens, tokens2)
+    # independent path: normalised by hand, pooled by CLIPModel.get_image_features
+    images = torch.rand(3, 3, 32, 32)
+    processor = glyph_clip_image_processor()
+    mean, std = torch.tensor(processor.image_mean).view(3, 1, 1), torch.tensor(processor.image_std).view(3, 1, 1)
+    by_hand = model.get_image_features(pixel_values=(images - mean) / std)
+    by_hand = getattr(by_hand, "pooler_output", by_hand)
+    torch.testing.assert_close(encode_images(image_encoder, processor, images), by_hand, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(encode_images(model, processor, images.permute(0, 2, 3, 1).numpy()), by_hand,
+                               atol=1e-4, rtol=1e-4)
+
+
+def test_pixel_values_bad_shape():
+    with pytest.raises(ValueError, match="NCHW"):
+        images_to_pixel_values(torch.rand(3, 32, 32), glyph_clip_image_processor())
