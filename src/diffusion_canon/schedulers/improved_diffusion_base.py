@@ -1,0 +1,243 @@
+"""What the improved-DDPM and DDIM schedulers share: configuration, respacing, timestep bookkeeping and p_θ.
+
+A scheduler holds two :class:`~diffusion_canon.schedulers.gaussian_diffusion.GaussianDiffusionSchedule` objects:
+``train_schedule`` (all T training steps; losses and ``add_noise`` use it) and ``schedule`` (the respaced inference
+schedule chosen by :meth:`set_timesteps`). Pipelines only ever see *training* timesteps (``scheduler.timesteps``);
+the scheduler maps them to schedule indices (:meth:`index_for_timestep`) and to what the network is fed
+(:meth:`model_timestep`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
+
+from .gaussian_diffusion import (
+    PREDICTION_TYPES,
+    VARIANCE_TYPES,
+    GaussianDiffusionSchedule,
+    ModelDistribution,
+    check_choice,
+    make_betas,
+    space_timesteps,
+)
+
+IndexLike = torch.Tensor | int
+
+
+def dynamic_threshold(sample: torch.Tensor, ratio: float, max_value: float) -> torch.Tensor:
+    """Imagen dynamic thresholding (Saharia et al. 2022, §2.3): s = max(1, min(quantile_ratio |x̂_0|, max_value))
+    per sample, then x̂_0 ← clip(x̂_0, −s, s) / s. ``sample``: ``(B, …)``."""
+    flat = sample.reshape(sample.shape[0], -1)
+    work = flat if flat.dtype in (torch.float32, torch.float64) else flat.float()
+    s = torch.quantile(work.abs(), ratio, dim=1).clamp(min=1.0, max=max_value).unsqueeze(1)
+    return (torch.clamp(work, -s, s) / s).to(sample.dtype).reshape(sample.shape)
+
+
+class ImprovedDiffusionScheduler(SchedulerMixin, ConfigMixin):
+    """Base class of :class:`ImprovedDDPMScheduler` and :class:`ImprovedDDIMScheduler` (see those for ``step``).
+
+    Args:
+        num_train_timesteps: T, the length of the training diffusion.
+        beta_schedule: "linear" (Ho et al., β from 1e-4·1000/T to 0.02·1000/T), "cosine" (ND Eq. 17, s = 0.008,
+            β ≤ 0.999; "squaredcos_cap_v2" is diffusers' name for it).
+        trained_betas: explicit β_1 … β_T (overrides ``beta_schedule``).
+        variance_type: "fixed_small" (β̃_t), "fixed_large" (β_t), "learned" (network outputs log σ²),
+            "learned_range" (ND Eq. 15). Learned types expect a ``2C``-channel model output.
+        prediction_type: what the network predicts: "epsilon", "sample" (x_0) or "v_prediction".
+        clip_sample, clip_sample_range: clip x̂_0 to ±range before forming the mean (the reference's
+            ``clip_denoised``).
+        thresholding, dynamic_thresholding_ratio, sample_max_value: Imagen dynamic thresholding of x̂_0 (takes
+            precedence over ``clip_sample``).
+        rescale_timesteps: feed the network t·1000/T (float) instead of t, as improved-diffusion checkpoints trained
+            with ``--rescale_timesteps True`` expect.
+    """
+
+    _compatibles = ["DDPMScheduler", "DDIMScheduler"]
+    order = 1
+
+    @register_to_config
+    def __init__(
+        self,
+        num_train_timesteps: int = 1000,
+        beta_schedule: str = "linear",
+        trained_betas: Sequence[float] | np.ndarray | None = None,
+        variance_type: str = "fixed_small",
+        prediction_type: str = "epsilon",
+        clip_sample: bool = True,
+        clip_sample_range: float = 1.0,
+        thresholding: bool = False,
+        dynamic_thresholding_ratio: float = 0.995,
+        sample_max_value: float = 1.0,
+        rescale_timesteps: bool = False,
+    ):
+        check_choice("variance_type", variance_type, VARIANCE_TYPES)
+        check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
+        if not 0.0 < dynamic_thresholding_ratio <= 1.0:
+            raise ValueError(f"dynamic_thresholding_ratio={dynamic_thresholding_ratio!r} must lie in (0, 1]")
+        self.train_schedule = GaussianDiffusionSchedule.from_betas(
+            make_betas(beta_schedule, num_train_timesteps, trained_betas)
+        )
+        self.betas = torch.from_numpy(self.train_schedule.betas.copy()).float()
+        self.alphas_cumprod = torch.from_numpy(self.train_schedule.alphas_cumprod.copy()).float()
+        self.init_noise_sigma = 1.0
+        self.set_timesteps()
+
+    def __len__(self) -> int:
+        return self.config.num_train_timesteps
+
+    # -- timesteps ---------------------------------------------------------------------------------------------
+
+    def set_timesteps(
+        self,
+        num_inference_steps: int | None = None,
+        timestep_respacing: str | Sequence[int] | None = None,
+        timesteps: Sequence[int] | torch.Tensor | None = None,
+        device: str | torch.device | None = None,
+    ) -> None:
+        """Choose the inference schedule S (at most one argument; none = all T steps).
+
+        - ``num_inference_steps=N`` is the reference's plain count ``"N"``: N steps evenly spaced over [0, T−1];
+        - ``timestep_respacing``: an improved-diffusion string ("250", "10,20,30", "ddim50"; "" = all steps);
+        - ``timesteps``: explicit training timesteps, any order, no repeats.
+
+        The respaced process has β'_i = 1 − ᾱ_{S_i}/ᾱ_{S_{i−1}} (ND §4, the reference's ``SpacedDiffusion``).
+        Sets ``self.timesteps`` (LongTensor of training timesteps, descending) and ``self.schedule``.
+        """
+        num_train = self.config.num_train_timesteps
+        given = [name for name, value in (("num_inference_steps", num_inference_steps),
+                                          ("timestep_respacing", timestep_respacing),
+                                          ("timesteps", timesteps)) if value is not None]
+        if len(given) > 1:
+            raise ValueError(f"pass only one of num_inference_steps, timestep_respacing, timesteps; got {given}")
+        if timesteps is not None:
+            kept = self._check_explicit_timesteps(timesteps)
+        elif timestep_respacing is not None and timestep_respacing != "":
+            kept = space_timesteps(num_train, timestep_respacing)
+        elif num_inference_steps is not None:
+            if not isinstance(num_inference_steps, int) or isinstance(num_inference_steps, bool) or not (
+                1 <= num_inference_steps <= num_train
+            ):
+                raise ValueError(
+                    f"num_inference_steps={num_inference_steps!r} must be an integer in [1, {num_train}] "
+                    "(num_train_timesteps)"
+                )
+            kept = space_timesteps(num_train, num_inference_steps)
+        else:
+            kept = list(range(num_train))
+        self.schedule = self.train_schedule.respace(kept)
+        self.timestep_map = torch.tensor(kept, dtype=torch.long)
+        self.timesteps = self.timestep_map.flip(0).to(device)
+        self.num_inference_steps = len(kept)
+        self._index_of = {t: i for i, t in enumerate(kept)}
+        self._index_table = torch.full((num_train,), -1, dtype=torch.long)
+        self._index_table[self.timestep_map] = torch.arange(len(kept))
+
+    def _check_explicit_timesteps(self, timesteps) -> list[int]:
+        values = [int(t) for t in (timesteps.tolist() if isinstance(timesteps, torch.Tensor) else timesteps)]
+        num_train = self.config.num_train_timesteps
+        if not values or len(set(values)) != len(values) or min(values) < 0 or max(values) >= num_train:
+            raise ValueError(
+                f"timesteps={values[:8]}{'…' if len(values) > 8 else ''} must be distinct integers in "
+                f"[0, {num_train - 1}] (num_train_timesteps={num_train})"
+            )
+        return sorted(values)
+
+    def index_for_timestep(self, timestep: IndexLike) -> IndexLike:
+        """The schedule index (0 = last sampling step) of a training timestep in the current schedule.
+
+        ``timestep``: int, 0-d tensor (→ int) or ``(B,)`` tensor (→ ``(B,)`` LongTensor)."""
+        if isinstance(timestep, torch.Tensor) and timestep.ndim > 0:
+            t = timestep.detach().to("cpu")
+            in_range = (t >= 0) & (t < self.config.num_train_timesteps) & (t == t.round())
+            index = self._index_table[t.long().clamp(0, self.config.num_train_timesteps - 1)]
+            if not bool((in_range & (index >= 0)).all()):
+                bad = t[~(in_range & (index >= 0))].tolist()
+                raise ValueError(f"timestep {bad} not in the current schedule; allowed: {self.timesteps.tolist()}")
+            return index.to(timestep.device)
+        value = timestep.item() if isinstance(timestep, torch.Tensor) else timestep
+        index = self._index_of.get(int(value)) if float(value) == int(value) else None
+        if index is None:
+            raise ValueError(
+                f"timestep={value!r} is not in the current schedule; allowed: the training timesteps "
+                f"{self.timesteps.tolist()} (set with set_timesteps)"
+            )
+        return index
+
+    def model_timestep(self, timestep: IndexLike) -> torch.Tensor:
+        """What the network receives for a training timestep: t, or t·1000/T as float with ``rescale_timesteps``."""
+        t = torch.as_tensor(timestep)
+        if self.config.rescale_timesteps:
+            return t.float() * (1000.0 / self.config.num_train_timesteps)
+        return t
+
+    def previous_timestep(self, timestep: IndexLike) -> int:
+        """The training timestep the next ``step`` lands on (−1 after the last step)."""
+        index = self.index_for_timestep(timestep)
+        return int(self.timestep_map[index - 1]) if index > 0 else -1
+
+    def scale_model_input(self, sample: torch.Tensor, timestep: IndexLike | None = None) -> torch.Tensor:
+        """Identity (diffusers pipeline interface): these schedulers need no input scaling."""
+        return sample
+
+    # -- the model's distribution on the inference schedule ----------------------------------------------------
+
+    def process_original_sample(self, pred_original_sample: torch.Tensor) -> torch.Tensor:
+        """x̂_0 after the configured dynamic thresholding or static clipping (identity when both are off)."""
+        config = self.config
+        if config.thresholding:
+            return dynamic_threshold(pred_original_sample, config.dynamic_thresholding_ratio, config.sample_max_value)
+        if config.clip_sample:
+            return pred_original_sample.clamp(-config.clip_sample_range, config.clip_sample_range)
+        return pred_original_sample
+
+    def posterior_mean_variance(
+        self, original_sample: torch.Tensor, sample: torch.Tensor, timestep: IndexLike
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """q(x_{t'} | x_t, x_0) on the inference schedule (t' = previous timestep): mean, variance, clipped
+        log-variance, each ``(B, C, …)``. Ho Eq. 6–7 with the respaced β'."""
+        return self.schedule.q_posterior_mean_variance(original_sample, sample, self.index_for_timestep(timestep))
+
+    def p_mean_variance(
+        self, model_output: torch.Tensor, sample: torch.Tensor, timestep: IndexLike, clip: bool = True
+    ) -> ModelDistribution:
+        """p_θ(x_{t'} | x_t) on the inference schedule: mean, variance, log-variance and x̂_0, each ``(B, C, …)``.
+
+        ``model_output``: ``(B, C, …)`` or ``(B, 2C, …)`` for learned variances. Classifier guidance (Dhariwal &
+        Nichol 2021, Alg. 1) shifts ``mean`` by ``variance · ∇ log p(y | x_t)``; ``step(guidance_gradient=…)``
+        does that for you."""
+        return self._distribution(model_output, sample, self.index_for_timestep(timestep), clip)
+
+    def _distribution(self, model_output, sample, index, clip: bool = True) -> ModelDistribution:
+        return self.schedule.p_mean_variance(
+            model_output,
+            sample,
+            index,
+            variance_type=self.config.variance_type,
+            prediction_type=self.config.prediction_type,
+            process_start=self.process_original_sample if clip else None,
+        )
+
+    # -- the training process ----------------------------------------------------------------------------------
+
+    def _training_index(self, timesteps: IndexLike, like: torch.Tensor) -> torch.Tensor:
+        t = torch.as_tensor(timesteps, device=like.device)
+        num_train = self.config.num_train_timesteps
+        if t.is_floating_point() or bool(((t < 0) | (t >= num_train)).any()):
+            raise ValueError(f"timesteps must be integers in [0, {num_train - 1}] (num_train_timesteps); got {t}")
+        return t.long()
+
+    def add_noise(self, original_samples: torch.Tensor, noise: torch.Tensor, timesteps: IndexLike) -> torch.Tensor:
+        """q_sample on the full training schedule: x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε (Ho Eq. 4); ``timesteps`` 0-d or
+        ``(B,)``, independent of :meth:`set_timesteps`."""
+        index = self._training_index(timesteps, original_samples)
+        return self.train_schedule.q_sample(original_samples, index, noise).to(original_samples.dtype)
+
+    def get_velocity(self, sample: torch.Tensor, noise: torch.Tensor, timesteps: IndexLike) -> torch.Tensor:
+        """The v-prediction target √ᾱ_t ε − √(1 − ᾱ_t) x_0 on the training schedule (``sample`` is x_0)."""
+        index = self._training_index(timesteps, sample)
+        return self.train_schedule.velocity(sample, index, noise).to(sample.dtype)

@@ -1,0 +1,65 @@
+"""DDIM(η) (Song et al. 2021) on the improved-diffusion respaced schedule, as a diffusers scheduler numerically equal
+to improved-diffusion / guided-diffusion ``ddim_sample``."""
+
+from __future__ import annotations
+
+import torch
+from diffusers.schedulers.scheduling_ddim import DDIMSchedulerOutput
+from diffusers.utils.torch_utils import randn_tensor
+
+from .improved_diffusion_base import ImprovedDiffusionScheduler, IndexLike
+
+
+class ImprovedDDIMScheduler(ImprovedDiffusionScheduler):
+    """DDIM sampler: deterministic at η = 0, ancestral-DDPM-like at η = 1, on the same respacing as
+    :class:`ImprovedDDPMScheduler`. Configuration: see
+    :class:`~diffusion_canon.schedulers.improved_diffusion_base.ImprovedDiffusionScheduler`."""
+
+    def step(
+        self,
+        model_output: torch.Tensor,
+        timestep: IndexLike,
+        sample: torch.Tensor,
+        generator: torch.Generator | None = None,
+        guidance_gradient: torch.Tensor | None = None,
+        return_dict: bool = True,
+        *,
+        eta: float = 0.0,
+    ) -> DDIMSchedulerOutput | tuple[torch.Tensor, torch.Tensor]:
+        """One DDIM step (Song Eq. 12), with ᾱ' the ᾱ of the previous kept timestep (1 after the last):
+
+            x_{t'} = √ᾱ' x̂_0 + √(1 − ᾱ' − σ²) ε̂ + σ z,   σ = η √((1 − ᾱ')/(1 − ᾱ_t)) √(1 − ᾱ_t/ᾱ')   (Song Eq. 16)
+
+        x̂_0 is clipped / thresholded as configured and ε̂ is re-derived from it (so clipping is consistent).
+        ``guidance_gradient`` g = s · ∇ log p(y | x_t) applies score-form guidance before that (Dhariwal & Nichol
+        2021, Alg. 2; guided-diffusion ``condition_score``): ε̂ ← ε̂ − √(1 − ᾱ_t) g, x̂_0 re-derived from ε̂.
+        A step with η > 0 that is not the last draws exactly one ``randn(sample.shape)`` from ``generator``.
+
+        Shapes as :meth:`ImprovedDDPMScheduler.step`; ``model_output`` may carry ``2C`` channels (the variance half
+        is ignored). Returns ``DDIMSchedulerOutput(prev_sample, pred_original_sample)`` or the tuple.
+        """
+        if eta < 0:
+            raise ValueError(f"eta={eta!r} must be >= 0")
+        schedule = self.schedule
+        index = self.index_for_timestep(timestep)
+        pred_start = self._distribution(model_output, sample, index).pred_original_sample
+        alpha_bar = schedule.extract("alphas_cumprod", index, sample)
+        alpha_bar_prev = schedule.extract("alphas_cumprod_prev", index, sample)
+        if guidance_gradient is not None:
+            eps = schedule.predict_noise_from_start(sample, index, pred_start)
+            eps = eps - (1 - alpha_bar).sqrt() * guidance_gradient
+            pred_start = schedule.predict_start_from_noise(sample, index, eps)
+        eps = schedule.predict_noise_from_start(sample, index, pred_start)
+        sigma = eta * torch.sqrt((1 - alpha_bar_prev) / (1 - alpha_bar)) * torch.sqrt(1 - alpha_bar / alpha_bar_prev)
+        prev_sample = pred_start * torch.sqrt(alpha_bar_prev) + torch.sqrt(1 - alpha_bar_prev - sigma**2) * eps
+        nonzero = index != 0
+        if eta > 0 and (bool(nonzero.any()) if isinstance(nonzero, torch.Tensor) else nonzero):
+            noise = randn_tensor(sample.shape, generator=generator, device=sample.device, dtype=sample.dtype)
+            if isinstance(nonzero, torch.Tensor):
+                sigma = sigma * nonzero.float().view(-1, *([1] * (sample.ndim - 1)))
+            prev_sample = prev_sample + sigma * noise
+        prev_sample = prev_sample.to(sample.dtype)
+        pred_start = pred_start.to(sample.dtype)
+        if not return_dict:
+            return prev_sample, pred_start
+        return DDIMSchedulerOutput(prev_sample=prev_sample, pred_original_sample=pred_start)
