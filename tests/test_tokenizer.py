@@ -132,3 +132,20 @@ def test_bad_input():
         build_glyph_tokenizer(captions=[])
     with pytest.raises(ValueError, match="captions"):
         build_glyph_tokenizer(captions="a red letter A")
+
+
+def test_default_tokenizer_covers_the_glyph_world(tmp_path):
+    from diffusion_canon.data.glyphs import glyph_specs
+    from diffusion_canon.data.tokenizer import glyph_vocabulary_words
+
+    tokenizer = build_glyph_tokenizer(tmp_path)
+    assert CLIPTokenizer.from_pretrained(tmp_path)("a sks font letter A").input_ids == tokenizer(
+        "a sks font letter A"
+    ).input_ids
+    # held-out fonts' captions (never in base training) and every attribute word are whole tokens
+    held_out = [spec.caption for spec in glyph_specs(num_images=50, split="held_out", seed=3)]
+    words = {w for c in held_out for w in regex.findall(r"[\p{L}]+|[\p{N}]", c)} | set(glyph_vocabulary_words())
+    assert "typewriter" in words
+    for word in words | {"sks", "font", "letter"}:
+        assert len(tokenizer.tokenize(word)) == 1, word
+    assert max(len(tokenizer(c).input_ids) for c in held_out) <= tokenizer.model_max_length

@@ -101,25 +101,26 @@ def save_clip_bpe(vocab: dict[str, int], merges: Sequence[tuple[str, str]], outp
 
 
 def glyph_vocabulary_words() -> list[str]:
-    """Every word the glyph world can put in a caption (characters, fonts incl. held-out ones, colours, styles)."""
+    """Every attribute name of the glyph world (characters, fonts incl. held-out ones, styles, colours, backgrounds)
+    split into words, so names that captions spell differently are still whole tokens."""
     from . import glyphs
 
-    names = [*glyphs.CHARACTERS, *glyphs.FONTS, *glyphs.HELD_OUT_FONTS, *glyphs.COLORS, *glyphs.STYLES]
-    return sorted({word for name in names for word in str(name).replace("-", " ").replace("_", " ").split()})
+    names = [*glyphs.CHARACTERS, *glyphs.FONTS, *glyphs.STYLES, *glyphs.COLORS, *glyphs.BACKGROUNDS]
+    return sorted({word for name in names for word in name.replace("-", " ").split()})
 
 
-def glyph_captions(num_images: int = 2048, seed: int = 0) -> list[str]:
-    """Captions of the glyph world's training split (the text the tokenizer is trained on)."""
-    from .glyphs import load_glyphs
+def glyph_captions(seed: int = 0) -> list[str]:
+    """The captions of the glyph world's default training and held-out splits (no rendering needed)."""
+    from .glyphs import glyph_specs
 
-    return list(load_glyphs(resolution=16, seed=seed, split="train", num_images=num_images)["caption"])
+    return [spec.caption for split in ("train", "held_out") for spec in glyph_specs(seed=seed, split=split)]
 
 
-def _words(text: str) -> list[str]:
-    """``text`` split into CLIP's words (normalised, before byte mapping)."""
-    tokenizer = _clip_style_tokenizer()
+def _distinct_words(texts: Iterable[str]) -> set[str]:
+    """The distinct CLIP words (normalised, before byte mapping) in ``texts``."""
+    normalizer = _clip_style_tokenizer().normalizer
     split = pre_tokenizers.Split(Regex(CLIP_WORD_PATTERN), behavior="removed", invert=True)
-    return [word for word, _ in split.pre_tokenize_str(tokenizer.normalizer.normalize_str(text))]
+    return {word for text in set(texts) for word, _ in split.pre_tokenize_str(normalizer.normalize_str(text))}
 
 
 def build_glyph_tokenizer(
@@ -135,7 +136,8 @@ def build_glyph_tokenizer(
         output_dir: folder to save ``vocab.json``, ``merges.txt`` and the transformers tokenizer config in (loadable
             with ``CLIPTokenizer.from_pretrained(output_dir)``); a temporary folder when None.
         vocab_size: total vocabulary size (byte symbols, merges and the 2 special tokens), at least 514.
-        captions: training text; by default the glyph world's training captions plus every attribute word.
+        captions: training text; by default the captions of the glyph world's ``train`` and ``held_out`` splits (so
+            the held-out fonts' words are whole tokens for fine-tuning) plus every attribute word.
         extra_words: words that must end up single tokens besides the caption words (default: ``"sks"``).
         model_max_length: the tokenizer's padding/truncation length (CLIP uses 77; glyph captions are short).
 
@@ -160,8 +162,8 @@ def build_glyph_tokenizer(
         tokenizer = CLIPTokenizer.from_pretrained(folder, model_max_length=model_max_length)
         tokenizer.save_pretrained(folder)
 
-    texts = [*captions, *extra_words]
-    split_words = sorted({word for text in texts for word in _words(text) if len(tokenizer.tokenize(word)) > 1})
+    words = _distinct_words([*captions, *extra_words])
+    split_words = sorted(word for word in words if len(tokenizer.tokenize(word)) > 1)
     if split_words:
         raise ValueError(
             f"vocab_size={vocab_size} is too small: the words {split_words[:10]} still split into several tokens; "
