@@ -1,0 +1,55 @@
+"""Model cards: ``README.md`` in the output folder, filled from a Jinja template in the repository's ``model_cards/``."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import ModelCard, ModelCardData
+from PIL import Image
+
+TEMPLATES_DIR = Path(__file__).resolve().parents[3] / "model_cards"
+
+
+def template_path(name: str) -> Path:
+    """The template ``model_cards/<name>.md`` of this checkout."""
+    path = TEMPLATES_DIR / f"{name}.md"
+    if not path.is_file():
+        available = sorted(p.stem for p in TEMPLATES_DIR.glob("*.md")) if TEMPLATES_DIR.is_dir() else []
+        raise ValueError(f"model card template {name!r} not found in {TEMPLATES_DIR}; available: {available}")
+    return path
+
+
+def write_model_card(
+    output_dir: str,
+    template: str,
+    *,
+    base_model: str | None,
+    tags: Sequence[str],
+    images: Sequence[Image.Image] = (),
+    repo_id: str | None = None,
+    **fields: Any,
+) -> ModelCard:
+    """Save ``images`` as ``image_<i>.png`` and write ``output_dir/README.md`` from ``model_cards/<template>.md``.
+
+    The template sees ``base_model``, ``images`` (the saved file names), ``repo_or_folder`` (``repo_id`` when the run
+    is pushed to the Hub, else ``output_dir``; the load snippet uses it) and every keyword in ``fields``.
+    """
+    image_files = []
+    for i, image in enumerate(images):
+        image.save(os.path.join(output_dir, f"image_{i}.png"))
+        image_files.append(f"image_{i}.png")
+    card_data = ModelCardData(
+        license="apache-2.0",
+        library_name="diffusers",
+        base_model=base_model if base_model and not os.path.isdir(base_model) else None,
+        tags=["diffusion-canon", *tags],
+    )
+    card = ModelCard.from_template(
+        card_data, template_path=str(template_path(template)), base_model=base_model, images=image_files,
+        repo_or_folder=repo_id or output_dir, **fields
+    )
+    card.save(os.path.join(output_dir, "README.md"))
+    return card

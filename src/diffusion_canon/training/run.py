@@ -1,0 +1,262 @@
+"""`TrainingRun`: everything a training script shares, once.
+
+A script reads top to bottom: data -> models -> loss -> optimizer -> loop, and the run object supplies the parts that
+are the same in every script::
+
+    run = TrainingRun(args, "dreambooth")                 # accelerator, seed, dtype, output folder
+    dataloader = run.dataloader(dataset, collate_fn)      # order depends only on (seed, epoch); sharded
+    params = run.trainable(unet.parameters())             # materialised list, kept in fp32
+    unet = run.prepare(unet)                              # optimizer, LR schedule, EMA, resume
+    for batch in run.batches(dataloader):                 # epochs, mid-epoch resume, checkpoints, validation
+        with run.accumulate(unet):
+            run.backward(loss_of(batch))                  # backward, clip, optimizer and LR step
+    images = run.final_validation()
+    ...save...
+    run.end()                                             # --push_to_hub, trackers
+
+Exact resume. The state after optimizer step k is a function of (weights, optimizer, LR schedule, RNG states, data
+order). Checkpoints hold the first four (``accelerator.save_state``). The data order is a permutation drawn from
+(seed, epoch) alone (torch's ``DistributedSampler``, which also shards it across processes), and the dataloader has
+its own generator, so starting an epoch draws nothing from the global RNG. The dataloader is deliberately not passed
+through ``accelerator.prepare``: accelerate's loader fetches one batch ahead, so random augmentations of the *next*
+batch would already be drawn when a checkpoint saves the RNG state. Resuming skips the micro-batches already
+consumed (``skip_first_batches``) and continues with identical state. Gradient accumulation counts micro-batches
+across epoch ends (an update is every ``gradient_accumulation_steps`` micro-batches).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import math
+import os
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.data_loader import skip_first_batches
+from accelerate.utils import ProjectConfiguration, send_to_device, set_seed
+from diffusers.optimization import get_scheduler
+from diffusers.training_utils import EMAModel
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from tqdm.auto import tqdm
+
+from .checkpointing import TrainingProgress, save_checkpoint
+from .validation import save_validation_images
+
+logger = logging.getLogger(__name__)
+
+
+def weight_dtype(accelerator: Accelerator) -> torch.dtype:
+    """The dtype for frozen weights, decided by ``accelerator.mixed_precision`` (flag, env or accelerate config)."""
+    return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
+
+
+class TrainingRun:
+    """Accelerator, dtype, optimizer, LR schedule, EMA, checkpoints, validation and the step loop of one run."""
+
+    def __init__(self, args: argparse.Namespace, name: str) -> None:
+        self.args, self.name = args, name
+        self.accelerator = Accelerator(
+            gradient_accumulation_steps=args.gradient_accumulation_steps,
+            mixed_precision=args.mixed_precision,
+            log_with=None if args.report_to == "none" else args.report_to,
+            project_config=ProjectConfiguration(
+                project_dir=args.output_dir, logging_dir=os.path.join(args.output_dir, args.logging_dir)
+            ),
+        )
+        self.seed = 0 if args.seed is None else args.seed
+        if args.seed is not None:
+            # different noise on each process, identical data order (the sampler has its own seed)
+            set_seed(args.seed, device_specific=True)
+        if args.allow_tf32 and torch.cuda.is_available():
+            torch.backends.cuda.matmul.allow_tf32 = True
+        self.weight_dtype = weight_dtype(self.accelerator)
+        self.progress = TrainingProgress()
+        self.accelerator.register_for_checkpointing(self.progress)
+        if self.accelerator.is_main_process:
+            os.makedirs(args.output_dir, exist_ok=True)
+        self.params: list[torch.nn.Parameter] = []
+        self.ema: EMAModel | None = None
+        # set by a script that has something to validate (e.g. a --validation_prompt): returns a list of PIL images
+        self.validation: Callable[[], list[Any]] | None = None
+        self.validation_images: list[Any] = []
+        self._dataloader: DataLoader | None = None
+        self._last_loss = float("nan")
+
+    @property
+    def is_main_process(self) -> bool:
+        return self.accelerator.is_main_process
+
+    @property
+    def device(self) -> torch.device:
+        return self.accelerator.device
+
+    @property
+    def global_step(self) -> int:
+        return self.progress.global_step
+
+    def accumulate(self, *models: torch.nn.Module) -> contextlib.AbstractContextManager:
+        return self.accelerator.accumulate(*models)
+
+    def unwrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        return self.accelerator.unwrap_model(model)
+
+    # -- data ----------------------------------------------------------------------------------------------------
+    def dataloader(self, dataset: Dataset, collate_fn: Callable | None = None, shuffle: bool = True) -> DataLoader:
+        """This process's dataloader over ``dataset``: batches of ``--train_batch_size``, order drawn from
+        (seed, epoch), every process getting the same number of batches (the shortest shard is padded)."""
+        accelerator = self.accelerator
+        sampler = DistributedSampler(dataset, num_replicas=accelerator.num_processes,
+                                     rank=accelerator.process_index, shuffle=shuffle, seed=self.seed)
+        self._dataloader = DataLoader(
+            dataset,
+            batch_size=self.args.train_batch_size,
+            sampler=sampler,
+            collate_fn=collate_fn,
+            num_workers=self.args.dataloader_num_workers,
+            # iterator seeds come from here, not from the global RNG that the loss draws noise from
+            generator=torch.Generator().manual_seed(self.seed),
+        )
+        return self._dataloader
+
+    # -- parameters, optimizer, schedule -------------------------------------------------------------------------
+    def trainable(self, params: Iterable[torch.nn.Parameter]) -> list[torch.nn.Parameter]:
+        """Materialise the trainable parameters (a generator would be spent by the optimizer, leaving gradient
+        clipping a silent no-op) and keep them in fp32 whatever ``--mixed_precision`` is: fp16 master weights lose
+        small updates and fp16 gradients cannot be unscaled."""
+        params = [p for p in params if p.requires_grad]
+        if not params:
+            raise ValueError("no trainable parameters: every parameter passed to trainable() has requires_grad=False")
+        for p in params:
+            if p.dtype != torch.float32:
+                p.data = p.data.float()
+        self.params.extend(params)
+        return params
+
+    def _optimizer(self) -> torch.optim.Optimizer:
+        args = self.args
+        lr = args.learning_rate
+        if args.scale_lr:
+            lr *= args.gradient_accumulation_steps * args.train_batch_size * self.accelerator.num_processes
+        return torch.optim.AdamW(
+            self.params, lr=lr, betas=(args.adam_beta1, args.adam_beta2),
+            weight_decay=args.adam_weight_decay, eps=args.adam_epsilon,
+        )
+
+    def prepare(self, *models: torch.nn.Module) -> Any:
+        """``accelerator.prepare`` the trained models (DDP, autocast), then build the optimizer over the `trainable`
+        parameters, the LR schedule, EMA and trackers, and resume from ``--resume_from_checkpoint``. Returns the
+        prepared models in the order given (one model: the model itself)."""
+        args, accelerator = self.args, self.accelerator
+        if not self.params or self._dataloader is None:
+            raise ValueError("call run.dataloader(...) and run.trainable(parameters) before run.prepare(...)")
+        prepared = accelerator.prepare(*models)
+        self.batches_per_epoch = len(self._dataloader)
+        updates_per_epoch = math.ceil(self.batches_per_epoch / args.gradient_accumulation_steps)
+        self.max_train_steps = args.max_train_steps or args.num_train_epochs * updates_per_epoch
+        self.num_train_epochs = math.ceil(
+            self.max_train_steps * args.gradient_accumulation_steps / self.batches_per_epoch
+        )
+
+        self.optimizer = accelerator.prepare(self._optimizer())
+        # the prepared scheduler steps once per process per update, hence the factors (as in the diffusers examples)
+        self.lr_scheduler = accelerator.prepare(get_scheduler(
+            args.lr_scheduler, optimizer=self.optimizer,
+            num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
+            num_training_steps=self.max_train_steps * accelerator.num_processes,
+            num_cycles=args.lr_num_cycles, power=args.lr_power,
+        ))
+        if args.use_ema:
+            self.ema = EMAModel(self.params, decay=args.ema_decay)
+            self.ema.to(accelerator.device)
+            accelerator.register_for_checkpointing(self.ema)
+        if args.report_to != "none":
+            config = {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))}
+            accelerator.init_trackers(self.name, config=config)
+        if args.resume_from_checkpoint:
+            logger.info("resuming from %s", args.resume_from_checkpoint)
+            accelerator.load_state(args.resume_from_checkpoint)
+        return prepared
+
+    # -- the loop ------------------------------------------------------------------------------------------------
+    def batches(self, dataloader: DataLoader) -> Iterator[Any]:
+        """Yield training batches until ``max_train_steps`` optimizer updates; after each update, count it, step the
+        EMA, log, checkpoint and validate. On resume, the batches of the current epoch already used are skipped."""
+        args, accelerator = self.args, self.accelerator
+        if dataloader is not self._dataloader:
+            raise ValueError("run.batches() takes the dataloader made by run.dataloader(...)")
+        consumed = self.global_step * args.gradient_accumulation_steps
+        first_epoch, skip = divmod(consumed, self.batches_per_epoch)
+        bar = tqdm(total=self.max_train_steps, initial=self.global_step, desc="steps",
+                   disable=not accelerator.is_local_main_process)
+        for epoch in range(first_epoch, self.num_train_epochs + 1):
+            dataloader.sampler.set_epoch(epoch)
+            epoch_loader = skip_first_batches(dataloader, skip) if epoch == first_epoch and skip else dataloader
+            for batch in epoch_loader:
+                yield send_to_device(batch, accelerator.device)
+                if not accelerator.sync_gradients:
+                    continue
+                self.progress.global_step += 1
+                if self.ema is not None:
+                    self.ema.step(self.params)
+                bar.update(1)
+                logs = {"loss": self._last_loss, "lr": self.lr_scheduler.get_last_lr()[0]}
+                bar.set_postfix(**logs)
+                accelerator.log(logs, step=self.global_step)
+                self._after_update()
+                if self.global_step >= self.max_train_steps:
+                    bar.close()
+                    return
+        bar.close()
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """Backward pass; on an update step, clip the gradient norm of the trainable parameters, step the optimizer
+        and the LR schedule. Call inside ``run.accumulate(model)``."""
+        self.accelerator.backward(loss)
+        if self.accelerator.sync_gradients and self.args.max_grad_norm > 0:
+            self.accelerator.clip_grad_norm_(self.params, self.args.max_grad_norm)
+        self.optimizer.step()
+        self.lr_scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self._last_loss = loss.detach().item()
+
+    def _after_update(self) -> None:
+        args, step = self.args, self.global_step
+        if args.checkpointing_steps and step % args.checkpointing_steps == 0:
+            save_checkpoint(self.accelerator, args.output_dir, step, args.checkpoints_total_limit)
+        if self.validation is not None and args.validation_steps and step % args.validation_steps == 0:
+            self.validate()
+
+    def validate(self) -> list[Any]:
+        """Run the script's ``run.validation()`` on the main process, saving a grid under ``output_dir/validation``.
+
+        The global RNG is forked, so validating does not change the training noise (a run with validation has the
+        same weights as one without).
+        """
+        images: list[Any] = []
+        if self.validation is not None and self.is_main_process:
+            with torch.random.fork_rng(devices=[]), torch.no_grad(), self.accelerator.autocast():
+                images = self.validation()
+            save_validation_images(images, self.args.output_dir, self.global_step, self.accelerator)
+        self.accelerator.wait_for_everyone()
+        return images
+
+    def final_validation(self) -> list[Any]:
+        """Wait for all processes and run validation once more on the final weights."""
+        self.accelerator.wait_for_everyone()
+        if self.ema is not None:
+            self.ema.copy_to(self.params)
+        self.validation_images = self.validate()
+        return self.validation_images
+
+    def end(self) -> None:
+        """Finish: ``--push_to_hub`` the output folder (main process), close trackers."""
+        from .hub import push_to_hub
+
+        self.accelerator.wait_for_everyone()
+        if self.args.push_to_hub and self.is_main_process:
+            push_to_hub(self.args.output_dir, self.args.hub_model_id, self.args.hub_token)
+        self.accelerator.end_training()

@@ -1,0 +1,45 @@
+"""Validation images: a grid saved under ``output_dir/validation`` and sent to the active trackers."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+
+import numpy as np
+from accelerate import Accelerator
+from PIL import Image
+
+
+def image_grid(images: Sequence[Image.Image], columns: int | None = None) -> Image.Image:
+    """Tile equally sized PIL images row by row (``columns`` defaults to ceil(sqrt(n)))."""
+    if not images:
+        raise ValueError("image_grid needs at least one image, got an empty list")
+    columns = columns or math.ceil(math.sqrt(len(images)))
+    rows = math.ceil(len(images) / columns)
+    width, height = images[0].size
+    grid = Image.new("RGB", (columns * width, rows * height), "white")
+    for i, image in enumerate(images):
+        grid.paste(image.convert("RGB"), ((i % columns) * width, (i // columns) * height))
+    return grid
+
+
+def save_validation_images(
+    images: Sequence[Image.Image], output_dir: str, step: int, accelerator: Accelerator | None = None
+) -> str | None:
+    """Save ``images`` as ``output_dir/validation/step-<step>.png`` and log them to tensorboard / wandb trackers."""
+    if not images:
+        return None
+    folder = os.path.join(output_dir, "validation")
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, f"step-{step:06d}.png")
+    image_grid(images).save(path)
+    for tracker in accelerator.trackers if accelerator is not None else []:
+        if tracker.name == "tensorboard":
+            stacked = np.stack([np.asarray(image.convert("RGB")) for image in images])
+            tracker.writer.add_images("validation", stacked, step, dataformats="NHWC")
+        elif tracker.name == "wandb":
+            import wandb
+
+            tracker.log({"validation": [wandb.Image(image) for image in images]}, step=step)
+    return path

@@ -1,0 +1,191 @@
+"""The shared training core on a toy regression: exact resume, checkpoint rotation, clipping, dtypes, Hub upload."""
+
+from __future__ import annotations
+
+import os
+import random
+from unittest import mock
+
+import pytest
+import torch
+from accelerate.state import AcceleratorState, GradientState
+from torch.utils.data import Dataset
+
+from diffusion_canon.training import (
+    TrainingRun,
+    list_checkpoints,
+    parse_training_args,
+    push_to_hub,
+    resolve_checkpoint,
+    training_parser,
+    write_model_card,
+)
+
+
+@pytest.fixture(autouse=True)
+def fresh_accelerate_state():
+    """Each in-process run builds its own Accelerator; accelerate keeps a process-wide singleton state."""
+    yield
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+
+
+class NoisyLine(Dataset):
+    """y = x . w*, with a `random`-module jitter in __getitem__ (like a random crop), so data loading consumes the
+    Python RNG that a resumed run must restore."""
+
+    def __init__(self, n: int = 10) -> None:
+        g = torch.Generator().manual_seed(1)
+        self.x = torch.randn(n, 3, generator=g)
+        self.y = self.x @ torch.tensor([[1.0], [-2.0], [0.5]])
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.x[i] * (1 + 0.01 * random.random()), self.y[i]
+
+
+class Crash(RuntimeError):
+    pass
+
+
+def toy_main(argv: list[str], crash_at: int | None = None) -> dict[str, torch.Tensor]:
+    """A minimal training script over the core; returns the final weights (and EMA weights when --use_ema)."""
+    args = parse_training_args(training_parser("toy", learning_rate=0.05), argv)
+    run = TrainingRun(args, "toy")
+    model = torch.nn.Linear(3, 1)
+    dataloader = run.dataloader(NoisyLine())
+    run.trainable(model.parameters())
+    model = run.prepare(model)
+
+    def validation():
+        torch.randn(5)  # validation draws from the RNG; it must not shift the training noise
+        if run.global_step == crash_at:
+            raise Crash
+        return []
+
+    run.validation = validation
+    for x, y in run.batches(dataloader):
+        with run.accumulate(model):
+            noise = torch.randn_like(y)  # like diffusion noise: global torch RNG
+            run.backward(((model(x) - y - 0.1 * noise) ** 2).mean())
+    run.final_validation()
+    run.end()
+    return {k: v.detach().clone() for k, v in run.unwrap(model).state_dict().items()}
+
+
+def toy_args(output_dir, *extra: str) -> list[str]:
+    return ["--output_dir", str(output_dir), "--seed", "3", "--train_batch_size", "3", "--gradient_accumulation_steps",
+            "2", "--max_train_steps", "7", "--lr_scheduler", "linear", "--checkpointing_steps", "3",
+            "--validation_steps", "1", "--max_grad_norm", "0.5", *extra]
+
+
+def test_resume_mid_epoch_is_exact(tmp_path):
+    # 10 samples, batch 3 -> 4 batches per epoch; accumulation 2 -> 2 updates per epoch; step 3 is mid-epoch 2.
+    reference = toy_main(toy_args(tmp_path / "straight"))
+    with pytest.raises(Crash):
+        toy_main(toy_args(tmp_path / "crashed"), crash_at=5)
+    assert [os.path.basename(p) for p in list_checkpoints(str(tmp_path / "crashed"))] == ["checkpoint-3"]
+    resumed = toy_main(toy_args(tmp_path / "crashed", "--resume_from_checkpoint", "latest"))
+    for name in reference:
+        assert torch.equal(reference[name], resumed[name]), name
+    # and resuming from an explicit path (outside output_dir) gives the same weights
+    again = toy_main(toy_args(tmp_path / "elsewhere", "--resume_from_checkpoint",
+                              str(tmp_path / "crashed" / "checkpoint-3")))
+    assert all(torch.equal(reference[k], again[k]) for k in reference)
+
+
+def test_resume_without_restoring_state_differs(tmp_path):
+    """The exactness test above can fail: a fresh run of the same length ends elsewhere."""
+    reference = toy_main(toy_args(tmp_path / "a"))
+    shorter = toy_main(toy_args(tmp_path / "b", "--seed", "4"))
+    assert not torch.equal(reference["weight"], shorter["weight"])
+
+
+def test_checkpoints_total_limit_and_atomic_names(tmp_path):
+    toy_main(toy_args(tmp_path, "--checkpointing_steps", "1", "--checkpoints_total_limit", "2"))
+    assert [os.path.basename(p) for p in list_checkpoints(str(tmp_path))] == ["checkpoint-6", "checkpoint-7"]
+    assert not [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]
+
+
+def test_resume_path_must_exist(tmp_path):
+    with pytest.raises(ValueError, match="resume_from_checkpoint.*does not exist"):
+        toy_main(toy_args(tmp_path, "--resume_from_checkpoint", str(tmp_path / "nope")))
+    # "latest" with nothing saved yet starts fresh (same command launches and relaunches a job)
+    assert resolve_checkpoint("latest", str(tmp_path)) is None
+
+
+def test_gradient_clipping_applies_to_generator_params(tmp_path):
+    """The optimizer sees gradients of norm <= --max_grad_norm even when trainable() got a one-shot generator
+    (diffusers' LoRA example clips an exhausted generator: a silent no-op)."""
+    args = parse_training_args(training_parser("clip"), toy_args(tmp_path, "--max_grad_norm", "1e-3",
+                                                                  "--gradient_accumulation_steps", "1"))
+    run = TrainingRun(args, "clip")
+    model = torch.nn.Linear(3, 1)
+    run.trainable(p for p in model.parameters())
+    dataloader = run.dataloader(NoisyLine())
+    model = run.prepare(model)
+    norms = []
+    run.optimizer.optimizer.register_step_pre_hook(
+        lambda opt, *_: norms.append(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in run.params])))
+    )
+    x, y = next(iter(dataloader))
+    with run.accumulate(model):
+        run.backward(((model(x) - y) ** 2).mean() * 1e3)
+    assert len(norms) == 1 and norms[0] <= 1e-3 * (1 + 1e-5)
+
+
+def test_trainable_params_fp32_under_bf16(tmp_path):
+    args = parse_training_args(training_parser("dtype"), toy_args(tmp_path, "--mixed_precision", "bf16"))
+    run = TrainingRun(args, "dtype")
+    assert run.weight_dtype == torch.bfloat16
+    frozen, trained = torch.nn.Linear(3, 3).to(torch.bfloat16), torch.nn.Linear(3, 1).to(torch.bfloat16)
+    frozen.requires_grad_(False)
+    params = run.trainable([*frozen.parameters(), *trained.parameters()])
+    assert len(params) == 2 and all(p.dtype == torch.float32 for p in trained.parameters())
+    assert all(p.dtype == torch.bfloat16 for p in frozen.parameters())
+
+
+def test_bad_flags_fail_before_training(tmp_path):
+    with pytest.raises(ValueError, match="--train_batch_size must be >= 1, got 0"):
+        parse_training_args(training_parser("x"), ["--output_dir", str(tmp_path), "--train_batch_size", "0"])
+    with pytest.raises(ValueError, match="checkpoints_total_limit"):
+        parse_training_args(training_parser("x"), ["--output_dir", str(tmp_path), "--checkpoints_total_limit", "0"])
+
+
+def test_push_to_hub_builds_the_right_calls(tmp_path):
+    api = mock.Mock()
+    api.create_repo.return_value.repo_id = "me/my-run"
+    (tmp_path / "my-run").mkdir()
+    assert push_to_hub(str(tmp_path / "my-run") + "/", None, api=api) == "me/my-run"
+    api.create_repo.assert_called_once_with(repo_id="my-run", exist_ok=True)
+    kwargs = api.upload_folder.call_args.kwargs
+    assert kwargs["repo_id"] == "me/my-run" and kwargs["folder_path"] == str(tmp_path / "my-run") + "/"
+    assert "checkpoint-*" in kwargs["ignore_patterns"]
+
+
+def test_end_pushes_only_with_flag(tmp_path):
+    with mock.patch("diffusion_canon.training.hub.HfApi") as hf_api:
+        hf_api.return_value.create_repo.return_value.repo_id = "me/x"
+        toy_main(toy_args(tmp_path / "x", "--max_train_steps", "1", "--push_to_hub", "--hub_model_id", "me/x",
+                          "--hub_token", "t0k"))
+        hf_api.assert_called_once_with(token="t0k")
+        hf_api.return_value.upload_folder.assert_called_once()
+    AcceleratorState._reset_state(True)
+    with mock.patch("diffusion_canon.training.hub.HfApi") as hf_api:
+        toy_main(toy_args(tmp_path / "y", "--max_train_steps", "1"))
+        hf_api.assert_not_called()
+
+
+def test_model_card_has_trigger_words_images_and_snippet(tmp_path):
+    from PIL import Image
+
+    card = write_model_card(str(tmp_path), "dreambooth", base_model="org/base", tags=["dreambooth"],
+                            images=[Image.new("RGB", (8, 8))], instance_prompts=["a sks font letter A"],
+                            validation_prompt="a sks font letter B", prior_preservation=True,
+                            train_text_encoder=False, rank=4, steps=10, use_lora=True)
+    text = (tmp_path / "README.md").read_text()
+    assert text == str(card) and "- `a sks font letter A`" in text and "![](image_0.png)" in text
+    assert 'pipe.load_lora_weights("' + str(tmp_path) + '")' in text and (tmp_path / "image_0.png").is_file()
+    assert "base_model: org/base" in text and "diffusion-canon" in text
