@@ -224,7 +224,9 @@ class ImprovedDiffusionScheduler(SchedulerMixin, ConfigMixin):
 
     # -- the training process ----------------------------------------------------------------------------------
 
-    def _training_index(self, timesteps: IndexLike, like: torch.Tensor) -> torch.Tensor:
+    def training_index(self, timesteps: IndexLike, like: torch.Tensor) -> torch.Tensor:
+        """Training timesteps as a LongTensor on ``like``'s device (they index ``train_schedule`` directly),
+        checked to be integers in [0, T − 1]."""
         t = torch.as_tensor(timesteps, device=like.device)
         num_train = self.config.num_train_timesteps
         if t.is_floating_point() or bool(((t < 0) | (t >= num_train)).any()):
@@ -234,10 +236,10 @@ class ImprovedDiffusionScheduler(SchedulerMixin, ConfigMixin):
     def add_noise(self, original_samples: torch.Tensor, noise: torch.Tensor, timesteps: IndexLike) -> torch.Tensor:
         """q_sample on the full training schedule: x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε (Ho Eq. 4); ``timesteps`` 0-d or
         ``(B,)``, independent of :meth:`set_timesteps`."""
-        index = self._training_index(timesteps, original_samples)
+        index = self.training_index(timesteps, original_samples)
         return self.train_schedule.q_sample(original_samples, index, noise).to(original_samples.dtype)
 
     def get_velocity(self, sample: torch.Tensor, noise: torch.Tensor, timesteps: IndexLike) -> torch.Tensor:
         """The v-prediction target √ᾱ_t ε − √(1 − ᾱ_t) x_0 on the training schedule (``sample`` is x_0)."""
-        index = self._training_index(timesteps, sample)
+        index = self.training_index(timesteps, sample)
         return self.train_schedule.velocity(sample, index, noise).to(sample.dtype)
