@@ -1,0 +1,1 @@
+"""Fine-tuning Stable-Diffusion-format models: DreamBooth, LoRA, textual inversion (shared pieces)."""

@@ -1,0 +1,158 @@
+"""Fine-tuning data: image folders (non-image files skipped with a warning, optional ``metadata.jsonl`` captions),
+prompt datasets, the DreamBooth instance/class pairing, and the collate function that puts class examples in the
+second half of each batch."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+logger = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = frozenset(ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN)
+
+
+def list_images(folder: str, argument: str = "data_dir", allow_empty: bool = False) -> list[str]:
+    """Sorted image paths in ``folder``; other files (``.DS_Store``, ``metadata.jsonl``, ...) are skipped with a
+    warning. A missing folder, or one with no image (unless ``allow_empty``), is a ``ValueError`` naming the flag."""
+    if not folder or not os.path.isdir(folder):
+        raise ValueError(f"--{argument} {folder!r} is not an existing folder")
+    names = sorted(os.listdir(folder))
+    images = [n for n in names if os.path.splitext(n)[1].lower() in IMAGE_EXTENSIONS]
+    skipped = [n for n in names if n not in images and n != "metadata.jsonl"]
+    if skipped:
+        logger.warning("--%s %s: skipping %d non-image file(s): %s", argument, folder, len(skipped), skipped[:5])
+    if not images and not allow_empty:
+        raise ValueError(f"--{argument} {folder!r} contains no image files (extensions: png, jpg, webp, ...)")
+    return [os.path.join(folder, n) for n in images]
+
+
+def read_captions(folder: str, caption_column: str = "text") -> dict[str, str]:
+    """``file_name -> caption`` from ``folder/metadata.jsonl`` (the datasets "imagefolder" format), or ``{}``."""
+    path = os.path.join(folder, "metadata.jsonl")
+    if not os.path.isfile(path):
+        return {}
+    captions = {}
+    with open(path) as f:
+        for line_number, line in enumerate(f, 1):
+            if line.strip():
+                record = json.loads(line)
+                if "file_name" not in record or caption_column not in record:
+                    raise ValueError(f"{path}:{line_number} needs the keys 'file_name' and {caption_column!r}")
+                captions[record["file_name"]] = record[caption_column]
+    return captions
+
+
+class ImageTransform:
+    """Resize the short side to ``resolution``, crop a square (center or random), optionally flip; to CHW in [-1, 1].
+
+    Random choices use the ``random`` module, whose state is part of each checkpoint (exact resume)."""
+
+    def __init__(self, resolution: int, center_crop: bool = False, random_flip: bool = False) -> None:
+        self.resolution, self.center_crop, self.random_flip = resolution, center_crop, random_flip
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        image = image.convert("RGB")
+        scale = self.resolution / min(image.size)
+        w, h = max(self.resolution, round(image.width * scale)), max(self.resolution, round(image.height * scale))
+        image = image.resize((w, h), Image.BILINEAR)
+        if self.center_crop:
+            left, top = (w - self.resolution) // 2, (h - self.resolution) // 2
+        else:
+            left, top = random.randint(0, w - self.resolution), random.randint(0, h - self.resolution)
+        image = image.crop((left, top, left + self.resolution, top + self.resolution))
+        if self.random_flip and random.random() < 0.5:
+            image = image.transpose(Image.FLIP_LEFT_RIGHT)
+        array = np.asarray(image, dtype=np.float32) / 127.5 - 1.0
+        return torch.from_numpy(array).permute(2, 0, 1)
+
+
+class PromptedImages(Dataset):
+    """``{"pixel_values": (3, H, W), "prompt": str}`` for each (image path, prompt) pair."""
+
+    def __init__(self, paths: Sequence[str], prompts: Sequence[str], transform: Callable) -> None:
+        if len(paths) != len(prompts):
+            raise ValueError(f"{len(paths)} images but {len(prompts)} prompts")
+        self.paths, self.prompts, self.transform = list(paths), list(prompts), transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> dict:
+        with Image.open(self.paths[index]) as image:
+            return {"pixel_values": self.transform(image), "prompt": self.prompts[index]}
+
+
+@dataclass
+class Concept:
+    """One DreamBooth subject: its images and prompt, and (with prior preservation) its class folder and prompt."""
+
+    instance_data_dir: str
+    instance_prompt: str
+    class_data_dir: str | None = None
+    class_prompt: str | None = None
+
+
+def instance_examples(concepts: Sequence[Concept], repeats: int = 1) -> tuple[list[str], list[str]]:
+    """Image paths and prompts of all concepts, each image ``repeats`` times; a ``metadata.jsonl`` caption
+    overrides the concept's instance prompt for its image."""
+    paths, prompts = [], []
+    for concept in concepts:
+        captions = read_captions(concept.instance_data_dir)
+        for path in list_images(concept.instance_data_dir, "instance_data_dir"):
+            paths += [path] * repeats
+            prompts += [captions.get(os.path.basename(path), concept.instance_prompt)] * repeats
+    return paths, prompts
+
+
+class PriorPreservationPairs(Dataset):
+    """Pairs each instance example with a class example (cycling the shorter list), as in the DreamBooth paper:
+    the loss sees the subject and the model's own class samples in every batch."""
+
+    def __init__(self, instances: Dataset, classes: Dataset) -> None:
+        self.instances, self.classes = instances, classes
+
+    def __len__(self) -> int:
+        return max(len(self.instances), len(self.classes))
+
+    def __getitem__(self, index: int) -> dict:
+        return {"instance": self.instances[index % len(self.instances)], "class": self.classes[index % len(self.classes)]}
+
+
+def collate(examples: list[dict]) -> dict:
+    """Stack examples into ``{"pixel_values" or "latents": (B, ...), "prompts": [str] * B}``; with prior
+    preservation pairs, the class examples form the second half of the batch (B = 2 x batch size)."""
+    if "instance" in examples[0]:
+        examples = [e["instance"] for e in examples] + [e["class"] for e in examples]
+    key = "pixel_values" if "pixel_values" in examples[0] else "latent_parameters"
+    return {key: torch.stack([e[key] for e in examples]), "prompts": [e["prompt"] for e in examples]}
+
+
+class CachedLatents(Dataset):
+    """``--cache_latents``: each image encoded once by the VAE; the posterior parameters (mean and log-variance,
+    (2C, h, w)) are stored, so each step still draws a fresh latent sample z ~ N(mean, var) as without caching."""
+
+    def __init__(self, dataset: PromptedImages, vae: torch.nn.Module, batch_size: int = 8) -> None:
+        self.prompts = dataset.prompts
+        device, dtype = vae.device, vae.dtype
+        parameters = []
+        with torch.no_grad():
+            for start in range(0, len(dataset), batch_size):
+                pixels = torch.stack([dataset[i]["pixel_values"] for i in range(start, min(start + batch_size, len(dataset)))])
+                parameters.append(vae.encode(pixels.to(device, dtype)).latent_dist.parameters.float().cpu())
+        self.parameters = torch.cat(parameters)
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+    def __getitem__(self, index: int) -> dict:
+        return {"latent_parameters": self.parameters[index], "prompt": self.prompts[index]}
