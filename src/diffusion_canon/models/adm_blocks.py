@@ -1,0 +1,236 @@
+"""Building blocks shared by the ADM U-Net and the ADM noisy-image classifier (Dhariwal & Nichol 2021, App. A).
+
+The residual blocks, attention blocks, resamplers and timestep embedding are diffusers' own modules, which compute
+exactly what guided-diffusion / improved-diffusion compute:
+
+* ``ResnetBlock2D`` = the reference ``ResBlock``: GroupNorm → SiLU → [nearest ×2 up / 2×2 average-pool down on both
+  the branch and the skip, the "BigGAN" resblock_updown] → 3×3 conv → + Linear(SiLU(emb)) (or AdaGN
+  ``GroupNorm(h)·(1 + scale) + shift`` with ``time_embedding_norm="scale_shift"``) → GroupNorm → SiLU → dropout →
+  3×3 conv, plus a 1×1 conv skip when the channel count changes.
+* ``Attention`` (SDPA) = the reference ``AttentionBlock``: GroupNorm, softmax(q·kᵀ/√d)·v per head, output projection,
+  residual. The reference's fused ``qkv`` 1-D convolution becomes ``to_q``/``to_k``/``to_v``; the converter undoes
+  both of its head layouts (legacy "heads, then q/k/v" and the new "q/k/v, then heads").
+* ``Timesteps(flip_sin_to_cos=True, downscale_freq_shift=0)`` = the reference ``timestep_embedding`` ([cos, sin] with
+  frequencies 10000^(−i/half)).
+
+Only the normalisation differs: the reference (``GroupNorm32``) always normalises in float32 and casts back, so fp16 /
+bf16 models keep full-precision statistics. :func:`float32_group_norms` swaps every ``nn.GroupNorm`` for
+:class:`GroupNorm32`, which holds the same parameters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from diffusers.models.attention_processor import Attention
+from diffusers.models.downsampling import Downsample2D
+from diffusers.models.resnet import ResnetBlock2D
+from diffusers.models.upsampling import Upsample2D
+from torch import nn
+
+NORM_GROUPS = 32
+NORM_EPS = 1e-5  # torch's GroupNorm default, which the reference uses
+
+
+class GroupNorm32(nn.GroupNorm):
+    """``nn.GroupNorm`` computed in float32 whatever the input / parameter dtype; output in the input's dtype."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = None if self.weight is None else self.weight.float()
+        bias = None if self.bias is None else self.bias.float()
+        return F.group_norm(x.float(), self.num_groups, weight, bias, self.eps).to(x.dtype)
+
+
+def float32_group_norms(module: nn.Module) -> nn.Module:
+    """Replace every ``nn.GroupNorm`` inside ``module`` by a :class:`GroupNorm32` with the same settings (in place)."""
+    for name, child in module.named_children():
+        if isinstance(child, nn.GroupNorm) and not isinstance(child, GroupNorm32):
+            norm = GroupNorm32(child.num_groups, child.num_channels, child.eps, child.affine)
+            norm.to(device=child.weight.device if child.affine else None)
+            setattr(module, name, norm)
+        else:
+            float32_group_norms(child)
+    return module
+
+
+def zero_output_layers(module: nn.Module) -> nn.Module:
+    """Zero the last layer of every residual branch (ResnetBlock2D.conv2, Attention.to_out[0]) inside ``module``, as the
+    reference initialises them, so every block starts as the identity."""
+    for child in module.modules():
+        if isinstance(child, ResnetBlock2D):
+            layer = child.conv2
+        elif isinstance(child, Attention):
+            layer = child.to_out[0]
+        else:
+            continue
+        nn.init.zeros_(layer.weight)
+        nn.init.zeros_(layer.bias)
+    return module
+
+
+def resnet_block(
+    in_channels: int,
+    out_channels: int,
+    temb_channels: int,
+    dropout: float,
+    use_scale_shift_norm: bool,
+    up: bool = False,
+    down: bool = False,
+) -> ResnetBlock2D:
+    """The reference ``ResBlock`` (see module docstring). Input/output ``[N, C, H, W]``, ``temb`` ``[N, temb]``."""
+    return ResnetBlock2D(
+        in_channels=in_channels,
+        out_channels=out_channels,
+        temb_channels=temb_channels,
+        dropout=dropout,
+        groups=NORM_GROUPS,
+        eps=NORM_EPS,
+        time_embedding_norm="scale_shift" if use_scale_shift_norm else "default",
+        up=up,
+        down=down,
+    )
+
+
+def attention_block(channels: int, heads: int) -> Attention:
+    """Spatial self-attention over ``H·W`` positions with ``heads`` heads of ``channels // heads`` channels."""
+    if channels % heads:
+        raise ValueError(f"attention over {channels} channels cannot be split into {heads} heads")
+    return Attention(
+        query_dim=channels,
+        heads=heads,
+        dim_head=channels // heads,
+        norm_num_groups=NORM_GROUPS,
+        eps=NORM_EPS,
+        residual_connection=True,
+        bias=True,
+        upcast_softmax=True,
+    )
+
+
+def heads_for(channels: int, num_heads: int, num_head_channels: int | None) -> int:
+    """The reference's per-level head count: ``channels // num_head_channels`` when that is set, else ``num_heads``."""
+    if num_head_channels is None:
+        return num_heads
+    if channels % num_head_channels:
+        raise ValueError(f"{channels} attention channels are not divisible by num_head_channels={num_head_channels}")
+    return channels // num_head_channels
+
+
+class ADMBlock(nn.Module):
+    """One entry of the reference's ``input_blocks`` / ``output_blocks``: an optional residual block, an optional
+    attention block, then an optional resampler (a plain ``Downsample2D``/``Upsample2D`` or an up/down
+    ``ResnetBlock2D``), applied in that order. ``[N, C, H, W] → [N, C', H', W']``."""
+
+    def __init__(
+        self,
+        resnet: ResnetBlock2D | None = None,
+        attention: Attention | None = None,
+        resample: nn.Module | None = None,
+    ):
+        super().__init__()
+        self.resnet = resnet
+        self.attention = attention
+        self.resample = resample
+
+    def forward(self, hidden_states: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+        if self.resnet is not None:
+            hidden_states = self.resnet(hidden_states, temb)
+        if self.attention is not None:
+            hidden_states = self.attention(hidden_states)
+        if isinstance(self.resample, ResnetBlock2D):
+            hidden_states = self.resample(hidden_states, temb)
+        elif self.resample is not None:
+            hidden_states = self.resample(hidden_states)
+        return hidden_states
+
+
+class ADMMidBlock(nn.Module):
+    """The reference ``middle_block``: residual block → attention → residual block, at constant width."""
+
+    def __init__(self, channels: int, temb_channels: int, dropout: float, use_scale_shift_norm: bool, heads: int):
+        super().__init__()
+        self.resnet_1 = resnet_block(channels, channels, temb_channels, dropout, use_scale_shift_norm)
+        self.attention = attention_block(channels, heads)
+        self.resnet_2 = resnet_block(channels, channels, temb_channels, dropout, use_scale_shift_norm)
+
+    def forward(self, hidden_states: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+        hidden_states = self.resnet_1(hidden_states, temb)
+        hidden_states = self.attention(hidden_states)
+        return self.resnet_2(hidden_states, temb)
+
+
+def level_channels(model_channels: int, channel_mult: Sequence[float]) -> list[int]:
+    """Channel width per resolution level: ``int(mult · model_channels)`` (``channel_mult`` may hold 0.5)."""
+    return [int(mult * model_channels) for mult in channel_mult]
+
+
+def build_encoder(
+    *,
+    model_channels: int,
+    channel_mult: Sequence[float],
+    num_res_blocks: int,
+    attention_downsample_factors: Sequence[int],
+    temb_channels: int,
+    dropout: float,
+    use_scale_shift_norm: bool,
+    resblock_updown: bool,
+    conv_resample: bool,
+    heads: Callable[[int], int],
+) -> tuple[nn.ModuleList, list[int], int]:
+    """The reference's ``input_blocks`` after the first convolution.
+
+    Per level: ``num_res_blocks`` residual blocks (each followed by attention when the level's downsample factor is in
+    ``attention_downsample_factors``), then, except at the last level, a ×½ resampler.
+
+    Returns ``(blocks, skip_channels, downsample_factor)``: the channel count of every skip connection the decoder
+    consumes (the first convolution's output first) and the total downsampling factor at the bottom.
+    """
+    widths = level_channels(model_channels, channel_mult)
+    channels = widths[0]
+    skip_channels = [channels]
+    blocks = nn.ModuleList()
+    factor = 1
+    for level, width in enumerate(widths):
+        for _ in range(num_res_blocks):
+            resnet = resnet_block(channels, width, temb_channels, dropout, use_scale_shift_norm)
+            channels = width
+            attention = attention_block(channels, heads(channels)) if factor in attention_downsample_factors else None
+            blocks.append(ADMBlock(resnet=resnet, attention=attention))
+            skip_channels.append(channels)
+        if level != len(widths) - 1:
+            if resblock_updown:
+                resample = resnet_block(channels, channels, temb_channels, dropout, use_scale_shift_norm, down=True)
+            else:
+                resample = Downsample2D(channels, use_conv=conv_resample, padding=1, name="op")
+            blocks.append(ADMBlock(resample=resample))
+            skip_channels.append(channels)
+            factor *= 2
+    return blocks, skip_channels, factor
+
+
+def upsampler(
+    channels: int, temb_channels: int, dropout: float, use_scale_shift_norm: bool, resblock_updown: bool, conv_resample: bool
+) -> nn.Module:
+    """The decoder's ×2 resampler: an up ``ResnetBlock2D`` (BigGAN style) or nearest ×2 (+ 3×3 conv)."""
+    if resblock_updown:
+        return resnet_block(channels, channels, temb_channels, dropout, use_scale_shift_norm, up=True)
+    return Upsample2D(channels, use_conv=conv_resample)
+
+
+def run_block(owner: nn.Module, block: nn.Module, *args: torch.Tensor) -> torch.Tensor:
+    """``block(*args)``, through ``owner``'s gradient-checkpointing function when it is enabled and grads are on."""
+    if torch.is_grad_enabled() and getattr(owner, "gradient_checkpointing", False):
+        return owner._gradient_checkpointing_func(block, *args)
+    return block(*args)
+
+
+def broadcast_timesteps(timestep: torch.Tensor | float | int, batch_size: int, device: torch.device) -> torch.Tensor:
+    """A scalar or ``[N]`` timestep (int, or float for rescaled timesteps) as an ``[N]`` tensor on ``device``."""
+    timesteps = torch.as_tensor(timestep, device=device)
+    if timesteps.ndim == 0:
+        timesteps = timesteps[None]
+    if timesteps.ndim != 1 or timesteps.shape[0] not in (1, batch_size):
+        raise ValueError(f"timestep must be a scalar or a 1-D tensor of length {batch_size}, got shape {tuple(timesteps.shape)}")
+    return timesteps.expand(batch_size)
