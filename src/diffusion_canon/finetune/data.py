@@ -156,3 +156,47 @@ class CachedLatents(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         return {"latent_parameters": self.parameters[index], "prompt": self.prompts[index]}
+
+
+class CaptionedRecords(Dataset):
+    """``{"pixel_values", "prompt"}`` from a ``datasets.Dataset`` with an image and a caption column."""
+
+    def __init__(self, records, image_column: str, caption_column: str, transform: Callable) -> None:
+        for column in (image_column, caption_column):
+            if column not in records.column_names:
+                raise ValueError(f"column {column!r} not in the dataset; its columns are {records.column_names}")
+        self.records, self.image_column, self.caption_column, self.transform = (
+            records, image_column, caption_column, transform)
+        self.prompts = list(records[caption_column])
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> dict:
+        return {"pixel_values": self.transform(self.records[index][self.image_column]), "prompt": self.prompts[index]}
+
+
+def captioned_images(
+    train_data_dir: str | None, dataset_name: str | None, transform: Callable, image_column: str = "image",
+    caption_column: str = "text", repeats: int = 1,
+) -> Dataset:
+    """An image-caption dataset: a folder whose ``metadata.jsonl`` gives every image a caption (``file_name`` +
+    ``caption_column``), or a ``datasets`` dataset (Hub id or local path, split "train")."""
+    if (train_data_dir is None) == (dataset_name is None):
+        raise ValueError(f"pass exactly one of --train_data_dir and --dataset_name, got {train_data_dir!r} and "
+                         f"{dataset_name!r}")
+    if dataset_name is not None:
+        import datasets
+
+        records = datasets.load_dataset(dataset_name, split="train")
+        if repeats > 1:
+            records = datasets.concatenate_datasets([records] * repeats)
+        return CaptionedRecords(records, image_column, caption_column, transform)
+    paths = list_images(train_data_dir, "train_data_dir")
+    captions = read_captions(train_data_dir, caption_column)
+    uncaptioned = [os.path.basename(p) for p in paths if os.path.basename(p) not in captions]
+    if uncaptioned:
+        raise ValueError(f"--train_data_dir {train_data_dir!r}: no {caption_column!r} caption in metadata.jsonl for "
+                         f"{len(uncaptioned)} image(s), e.g. {uncaptioned[:3]}")
+    paths = [p for p in paths for _ in range(repeats)]
+    return PromptedImages(paths, [captions[os.path.basename(p)] for p in paths], transform)
