@@ -1,0 +1,239 @@
+"""unCLIP prior sampling (Ramesh et al. 2022, §2.1): prompts -> CLIP image embeddings.
+
+The prior predicts the clean standardised image embedding (x0); the improved-DDPM scheduler (cosine schedule,
+``prediction_type="sample"``, any respacing) turns that into ancestral steps. Classifier-free guidance mixes the
+conditional and the learned-null predictions, ẑ = ẑ(∅) + w·(ẑ(y) − ẑ(∅)). With ``num_candidates = n`` every
+requested embedding is the best of n samples by similarity with the prompt's CLIP text embedding (the paper samples
+two and keeps the one with the higher dot product; we score the dot product of the unit-normalised embeddings, i.e.
+the cosine similarity CLIP itself ranks pairs by).
+
+RNG contract: with one ``torch.Generator``, the initial noise (all candidates, shape ``(B·n, D)``) is drawn first,
+then each step's noise of that shape, in sampling order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from diffusers import DiffusionPipeline
+from diffusers.utils import BaseOutput
+from diffusers.utils.torch_utils import randn_tensor
+
+from ..models.clip_glyphs import encode_prompts
+from ..models.unclip_prior import UnCLIPPriorTransformer
+from ..schedulers import ImprovedDDPMScheduler
+from ..schedulers.improved_diffusion_base import ImprovedDiffusionScheduler
+
+OUTPUT_TYPES = ("pt", "np")
+
+
+@dataclass
+class UnCLIPPriorPipelineOutput(BaseOutput):
+    """Per generated embedding (B = len(prompts) · num_images_per_prompt rows, prompt-major):
+
+    ``image_embeds`` (B, D) sampled CLIP image embeddings (CLIP's scale, not standardised); ``text_embeds`` (B, D),
+    ``text_token_encodings`` (B, L, H) and ``text_attention_mask`` (B, L): the prompts' CLIP encodings, for a decoder
+    that also reads the text; ``scores`` (B,) the cosine similarity of each kept embedding with its text embedding.
+    """
+
+    image_embeds: Any
+    text_embeds: Any
+    text_token_encodings: Any
+    text_attention_mask: Any
+    scores: Any
+
+
+def check_prompts(prompt: str | Sequence[str] | None) -> list[str]:
+    """A prompt or a non-empty list of prompts -> list of strings; ``ValueError``/``TypeError`` otherwise."""
+    if prompt is None:
+        raise ValueError("prompt must be a string or a non-empty list of strings, got None")
+    prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+    if not prompts:
+        raise ValueError("prompt must be a string or a non-empty list of strings, got an empty list")
+    bad = [p for p in prompts if not isinstance(p, str)]
+    if bad:
+        raise TypeError(f"prompt must hold strings only, got {type(bad[0]).__name__} {bad[0]!r}")
+    return prompts
+
+
+def check_positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    return value
+
+
+class UnCLIPPriorPipeline(DiffusionPipeline):
+    r"""Sample CLIP image embeddings from prompts with the unCLIP diffusion prior.
+
+    Components:
+        prior: :class:`~diffusion_canon.models.unclip_prior.UnCLIPPriorTransformer` (statistics set from data).
+        text_encoder: ``transformers.CLIPTextModelWithProjection`` (z_t = ``text_embeds``, tokens = last hidden
+            states).
+        tokenizer: ``transformers.CLIPTokenizer`` (padding to ``model_max_length`` = the prior's text length).
+        scheduler: :class:`~diffusion_canon.schedulers.ImprovedDDPMScheduler` with ``prediction_type="sample"``.
+    """
+
+    model_cpu_offload_seq = "text_encoder->prior"
+    _callback_tensor_inputs = ["latents"]
+
+    def __init__(
+        self,
+        prior: UnCLIPPriorTransformer,
+        text_encoder: Any,
+        tokenizer: Any,
+        scheduler: ImprovedDiffusionScheduler,
+    ):
+        super().__init__()
+        self.register_modules(prior=prior, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler)
+        self.check_components()
+
+    def check_components(self) -> None:
+        """The prior, the CLIP text encoder and the tokenizer must agree on every dimension."""
+        prior, text = self.prior.config, self.text_encoder.config
+        if prior.embedding_dim != text.projection_dim:
+            raise ValueError(
+                f"prior embedding_dim={prior.embedding_dim} does not match the CLIP text encoder's "
+                f"projection_dim={text.projection_dim}"
+            )
+        if prior.text_hidden_size not in (0, text.hidden_size):
+            raise ValueError(
+                f"prior text_hidden_size={prior.text_hidden_size} does not match the CLIP text encoder's "
+                f"hidden_size={text.hidden_size} (or 0 for no token encodings)"
+            )
+        if prior.num_text_tokens not in (0, self.tokenizer.model_max_length):
+            raise ValueError(
+                f"prior num_text_tokens={prior.num_text_tokens} does not match the tokenizer's "
+                f"model_max_length={self.tokenizer.model_max_length}"
+            )
+        if self.scheduler.config.prediction_type != "sample":
+            raise ValueError(
+                f"the prior predicts x0: the scheduler needs prediction_type='sample', got "
+                f"{self.scheduler.config.prediction_type!r}"
+            )
+
+    def encode_prompt(self, prompts: Sequence[str], device: torch.device) -> tuple[torch.Tensor, ...]:
+        """(text_embeds (N, D), token_encodings (N, L, H), attention_mask (N, L)) of the prompts."""
+        return encode_prompts(self.text_encoder, self.tokenizer, prompts, device=device)
+
+    def predict(
+        self,
+        latents: torch.Tensor,
+        model_timestep: torch.Tensor,
+        text_embeds: torch.Tensor,
+        tokens: torch.Tensor | None,
+        mask: torch.Tensor | None,
+        guidance_scale: float,
+    ) -> torch.Tensor:
+        """The prior's x0 prediction (B, D), with classifier-free guidance when ``guidance_scale != 1``."""
+        if tokens is not None and not self.prior.config.text_hidden_size:
+            tokens = mask = None
+        if guidance_scale == 1.0:
+            return self.prior(latents, model_timestep, text_embeds, tokens, mask).predicted_image_embedding.float()
+        b = latents.shape[0]
+        keep = torch.cat([torch.ones(b, dtype=torch.bool), torch.zeros(b, dtype=torch.bool)]).to(latents.device)
+        twice = lambda x: None if x is None else torch.cat([x, x])  # noqa: E731
+        output = self.prior(
+            twice(latents), twice(model_timestep), twice(text_embeds), twice(tokens), twice(mask), keep_condition=keep
+        ).predicted_image_embedding.float()
+        conditional, unconditional = output.chunk(2)
+        return unconditional + guidance_scale * (conditional - unconditional)
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str | Sequence[str] | None = None,
+        num_images_per_prompt: int = 1,
+        num_inference_steps: int | None = None,
+        timestep_respacing: str | None = None,
+        guidance_scale: float = 4.0,
+        num_candidates: int = 1,
+        generator: torch.Generator | None = None,
+        latents: torch.Tensor | None = None,
+        output_type: str = "pt",
+        return_dict: bool = True,
+        callback_on_step_end: Callable[[DiffusionPipeline, int, torch.Tensor, dict[str, Any]], dict[str, Any]]
+        | None = None,
+        callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
+    ) -> UnCLIPPriorPipelineOutput | tuple:
+        r"""Sample image embeddings.
+
+        Args:
+            prompt: a string or a non-empty list of strings.
+            num_images_per_prompt: embeddings per prompt.
+            num_inference_steps / timestep_respacing: the respaced schedule (a count or an improved-diffusion
+                string such as "64" or "10,20"); neither = all training steps.
+            guidance_scale: classifier-free guidance weight w (1 = conditional only; 0 = unconditional).
+            num_candidates: n >= 1 samples per returned embedding; the one most similar to the text embedding is kept.
+            generator, latents: the RNG (module docstring) and optional standardised z_T of shape
+                ``(len(prompts) · num_images_per_prompt · num_candidates, D)``.
+            output_type: "pt" (tensors) or "np" (arrays).
+            callback_on_step_end: ``callback(pipe, step, timestep, {"latents": ...}) -> dict``; a returned "latents"
+                replaces the current sample.
+
+        Returns:
+            :class:`UnCLIPPriorPipelineOutput` (or its fields as a tuple).
+        """
+        prompts = check_prompts(prompt)
+        num_images_per_prompt = check_positive_int("num_images_per_prompt", num_images_per_prompt)
+        num_candidates = check_positive_int("num_candidates", num_candidates)
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
+        extra = set(callback_on_step_end_tensor_inputs) - set(self._callback_tensor_inputs)
+        if extra:
+            raise ValueError(
+                f"callback_on_step_end_tensor_inputs may only hold {self._callback_tensor_inputs}, got {sorted(extra)}"
+            )
+        self.check_components()
+        device = self._execution_device
+
+        text_embeds, tokens, mask = self.encode_prompt(prompts, device)
+        per_prompt = num_images_per_prompt * num_candidates
+        repeat = lambda x: x.repeat_interleave(per_prompt, dim=0)  # noqa: E731
+        cand_text, cand_tokens, cand_mask = repeat(text_embeds), repeat(tokens), repeat(mask)
+        shape = (len(prompts) * per_prompt, self.prior.config.embedding_dim)
+        if latents is None:
+            latents = randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
+        elif tuple(latents.shape) != shape:
+            raise ValueError(f"latents have shape {tuple(latents.shape)}, expected {shape}")
+        latents = latents.to(device=device, dtype=torch.float32)
+
+        scheduler = self.scheduler
+        scheduler.set_timesteps(num_inference_steps=num_inference_steps, timestep_respacing=timestep_respacing,
+                                device=device)
+        for step, t in enumerate(self.progress_bar(scheduler.timesteps)):
+            model_timestep = scheduler.model_timestep(t).to(device).expand(shape[0])
+            x0 = self.predict(latents, model_timestep, cand_text, cand_tokens, cand_mask, guidance_scale)
+            latents = scheduler.step(x0, t, latents, generator=generator).prev_sample
+            if callback_on_step_end is not None:
+                tensors = {name: locals()[name] for name in callback_on_step_end_tensor_inputs}
+                latents = callback_on_step_end(self, step, t, tensors).get("latents", latents)
+
+        candidates = self.prior.unnormalize_image_embeds(latents)
+        scores = torch.cosine_similarity(candidates, cand_text.float(), dim=-1)
+        best = scores.view(-1, num_candidates).argmax(dim=1)
+        kept = torch.arange(len(best), device=device) * num_candidates + best
+        image_embeds, scores = candidates[kept], scores[kept]
+        keep_text = lambda x: x.repeat_interleave(num_images_per_prompt, dim=0)  # noqa: E731
+        fields = (image_embeds, keep_text(text_embeds), keep_text(tokens), keep_text(mask), scores)
+        self.maybe_free_model_hooks()
+        if output_type == "np":
+            fields = tuple(x.cpu().float().numpy() if x.is_floating_point() else x.cpu().numpy() for x in fields)
+        if not return_dict:
+            return fields
+        return UnCLIPPriorPipelineOutput(*fields)
+
+
+def default_prior_scheduler(num_train_timesteps: int = 1000) -> ImprovedDDPMScheduler:
+    """The scheduler the prior trains and samples with: cosine β (Nichol & Dhariwal), x0 prediction, fixed_small
+    variance, x̂0 clipped to ±5 (standardised embeddings rarely leave it; Karlo's prior uses the same range)."""
+    return ImprovedDDPMScheduler(
+        num_train_timesteps=num_train_timesteps,
+        beta_schedule="cosine",
+        prediction_type="sample",
+        variance_type="fixed_small",
+        clip_sample=True,
+        clip_sample_range=5.0,
+    )
