@@ -260,7 +260,8 @@ class ADMPipeline(DiffusionPipeline):
                 model_output, t, latents, generator=generator, guidance_gradient=gradient, **step_kwargs
             ).prev_sample
             if callback_on_step_end is not None:
-                tensors = {name: locals()[name] for name in callback_on_step_end_tensor_inputs}
+                current = {"latents": latents}
+                tensors = {name: current[name] for name in callback_on_step_end_tensor_inputs}
                 latents = callback_on_step_end(self, step, t, tensors).get("latents", latents)
 
         self.maybe_free_model_hooks()
