@@ -87,9 +87,12 @@ class PromptedImages(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
+    def prompt(self, index: int) -> str:
+        return self.prompts[index]
+
     def __getitem__(self, index: int) -> dict:
         with Image.open(self.paths[index]) as image:
-            return {"pixel_values": self.transform(image), "prompt": self.prompts[index]}
+            return {"pixel_values": self.transform(image), "prompt": self.prompt(index)}
 
 
 @dataclass
@@ -142,7 +145,7 @@ class CachedLatents(Dataset):
     (2C, h, w)) are stored, so each step still draws a fresh latent sample z ~ N(mean, var) as without caching."""
 
     def __init__(self, dataset: PromptedImages, vae: torch.nn.Module, batch_size: int = 8) -> None:
-        self.prompts = dataset.prompts
+        self.dataset = dataset
         device, dtype = vae.device, vae.dtype
         parameters = []
         with torch.no_grad():
@@ -152,10 +155,10 @@ class CachedLatents(Dataset):
         self.parameters = torch.cat(parameters)
 
     def __len__(self) -> int:
-        return len(self.prompts)
+        return len(self.dataset)
 
     def __getitem__(self, index: int) -> dict:
-        return {"latent_parameters": self.parameters[index], "prompt": self.prompts[index]}
+        return {"latent_parameters": self.parameters[index], "prompt": self.dataset.prompt(index)}
 
 
 class CaptionedRecords(Dataset):
@@ -172,8 +175,11 @@ class CaptionedRecords(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
+    def prompt(self, index: int) -> str:
+        return self.prompts[index]
+
     def __getitem__(self, index: int) -> dict:
-        return {"pixel_values": self.transform(self.records[index][self.image_column]), "prompt": self.prompts[index]}
+        return {"pixel_values": self.transform(self.records[index][self.image_column]), "prompt": self.prompt(index)}
 
 
 def captioned_images(

@@ -1,0 +1,81 @@
+"""training/train_textual_inversion.py in-process: loads with pipe.load_textual_inversion, checkpoints hold only the
+new rows, bad tokens fail before training."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from accelerate.state import AcceleratorState, GradientState
+from diffusers import StableDiffusionPipeline
+from safetensors.torch import load_file
+
+from diffusion_canon.finetune.base import save_tiny_sd_base
+from test_dreambooth import common_args, load_script, write_images
+
+ti = load_script("train_textual_inversion")
+
+
+@pytest.fixture(autouse=True)
+def fresh_accelerate_state():
+    yield
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory) -> str:
+    return save_tiny_sd_base(str(tmp_path_factory.mktemp("base")))
+
+
+def ti_args(base, data, out, *extra):
+    return common_args(base, out, "--train_data_dir", str(data), "--placeholder_token", "<glyph-style>",
+                       "--initializer_token", "bold", "--learning_rate", "5e-2", "--repeats", "2", *extra)
+
+
+def test_textual_inversion_loads_in_diffusers_and_checkpoints_only_rows(base, tmp_path):
+    data, out = write_images(tmp_path / "style", 2), tmp_path / "out"
+    ti.main(ti_args(base, data, out, "--num_vectors", "2", "--learnable_property", "style", "--checkpointing_steps",
+                    "2", "--export_a1111", "--save_as_full_pipeline", "--validation_prompt",
+                    "a <glyph-style> letter", "--num_validation_images", "1"))
+    learned = load_file(str(out / "learned_embeds.safetensors"))
+    assert list(learned) == ["<glyph-style>"] and learned["<glyph-style>"].shape == (2, 32)
+
+    pipe = StableDiffusionPipeline.from_pretrained(base)
+    initial = pipe.text_encoder.get_input_embeddings().weight[pipe.tokenizer.convert_tokens_to_ids("bold</w>")]
+    assert not torch.allclose(learned["<glyph-style>"][0], initial)  # it trained
+    pipe.load_textual_inversion(str(out))
+    ids = pipe.tokenizer.convert_tokens_to_ids(["<glyph-style>", "<glyph-style>_1"])
+    torch.testing.assert_close(pipe.text_encoder.get_input_embeddings().weight[ids], learned["<glyph-style>"])
+    image = pipe("a <glyph-style> letter", num_inference_steps=2, height=32, width=32, output_type="np").images[0]
+    assert image.shape == (32, 32, 3)
+
+    # the checkpoint: the (2, 32) rows and Adam moments of that shape, nothing of the text encoder or UNet
+    checkpoint = out / "checkpoint-2"
+    model = load_file(str(checkpoint / "model.safetensors"))
+    assert {k: tuple(v.shape) for k, v in model.items()} == {"weight": (2, 32)}
+    optimizer = torch.load(checkpoint / "optimizer.bin", weights_only=True)
+    assert {tuple(s["exp_avg"].shape) for s in optimizer["state"].values()} == {(2, 32)}
+    text_encoder_bytes = os.path.getsize(os.path.join(base, "text_encoder", "model.safetensors"))
+    assert sum(os.path.getsize(checkpoint / f) for f in os.listdir(checkpoint)) < text_encoder_bytes / 4
+
+    a1111 = load_file(str(out / "a1111_embedding.safetensors"))
+    torch.testing.assert_close(a1111["emb_params"], learned["<glyph-style>"])
+    full = StableDiffusionPipeline.from_pretrained(str(out))
+    full_ids = full.tokenizer.convert_tokens_to_ids(["<glyph-style>", "<glyph-style>_1"])
+    torch.testing.assert_close(full.text_encoder.get_input_embeddings().weight[full_ids], learned["<glyph-style>"])
+    card = (out / "README.md").read_text()
+    assert "pipe.load_textual_inversion" in card and "`<glyph-style>`" in card
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--placeholder_token", "letter"], "--placeholder_token 'letter'.*already in the tokenizer's vocabulary"),
+    (["--initializer_token", "xyzzy"], "--initializer_token 'xyzzy' must be a single token; it tokenizes to 5"),
+    (["--num_vectors", "0"], "--num_vectors must be >= 1, got 0"),
+])
+def test_bad_tokens_fail_before_training(base, tmp_path, flags, message):
+    data = write_images(tmp_path / "style", 1)
+    with pytest.raises(ValueError, match=message):
+        ti.main(ti_args(base, data, tmp_path / "out", *flags))
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,116 @@
+"""Textual inversion (Gal et al. 2022): learn the embedding of a new token (e.g. "<glyph-style>") from a few images,
+every model weight frozen; prompts are templates around the token ("a <glyph-style> letter").
+
+    accelerate launch training/train_textual_inversion.py --pretrained_model_name_or_path pipelines/tiny-sd-glyphs \\
+        --train_data_dir my_style --placeholder_token "<glyph-style>" --initializer_token bold \\
+        --learnable_property style --resolution 32 --max_train_steps 1000 --output_dir out/ti
+
+Output: ``learned_embeds.safetensors`` ({token: (num_vectors, D)}) for ``pipe.load_textual_inversion(output_dir)``,
+optionally an A1111 embedding or a full pipeline; a model card. Checkpoints hold only the new rows and their
+optimizer state.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+import torch
+from transformers import CLIPTextModel
+
+from diffusion_canon.finetune.base import base_pipeline, check_sd_layout, load_sd_components
+from diffusion_canon.finetune.common import PromptEncoder, add_sd_args, check_sd_args, predict_batch, validation_images
+from diffusion_canon.finetune.data import CachedLatents, ImageTransform, collate, list_images
+from diffusion_canon.finetune.loss import denoising_loss
+from diffusion_canon.finetune.textual_inversion import (
+    OBJECT_TEMPLATES, STYLE_TEMPLATES, PlaceholderEmbeddings, TemplatedImages, add_placeholder_tokens,
+    install_placeholder_rows, save_learned_embeds,
+)
+from diffusion_canon.training import TrainingRun, parse_training_args, training_parser, write_model_card
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = training_parser(__doc__.split("\n\n")[0], learning_rate=5e-4)
+    add_sd_args(parser)
+    group = parser.add_argument_group("textual inversion")
+    group.add_argument("--train_data_dir", required=True, help="The few images of the concept.")
+    group.add_argument("--placeholder_token", required=True, help='The new token, e.g. "<glyph-style>".')
+    group.add_argument("--initializer_token", required=True, help="A single existing token to start from.")
+    group.add_argument("--num_vectors", type=int, default=1, help="Embedding vectors for the placeholder.")
+    group.add_argument("--learnable_property", default="object", choices=("object", "style"))
+    group.add_argument("--export_a1111", action="store_true", help="Also write an AUTOMATIC1111 embedding.")
+    group.add_argument("--save_as_full_pipeline", action="store_true",
+                       help="Also save the whole pipeline with the token baked into the text encoder.")
+    parser.set_defaults(repeats=100, adam_weight_decay=0.0)
+    args = parse_training_args(parser, argv)
+    check_sd_args(args)
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    check_sd_layout(args.pretrained_model_name_or_path)
+    paths = list_images(args.train_data_dir, "train_data_dir") * args.repeats
+    base = load_sd_components(args.pretrained_model_name_or_path, args.revision, args.variant)
+    token_ids, initializer_id = add_placeholder_tokens(base.tokenizer, args.placeholder_token,
+                                                       args.initializer_token, args.num_vectors)
+    run = TrainingRun(args, "textual_inversion")
+    if args.prediction_type:
+        base.noise_scheduler.register_to_config(prediction_type=args.prediction_type)
+
+    # Models: all frozen in the run's dtype; the only trainable tensor is the (num_vectors, D) block of new rows,
+    # each initialised to the initializer token's embedding.
+    for model in (base.vae, base.text_encoder, base.unet):
+        model.requires_grad_(False).to(run.device, run.weight_dtype)
+    if args.gradient_checkpointing:
+        base.unet.enable_gradient_checkpointing()
+    initial = base.text_encoder.get_input_embeddings().weight[initializer_id].float()
+    rows = PlaceholderEmbeddings(initial.expand(args.num_vectors, -1)).to(run.device)
+    run.trainable(rows.parameters())
+
+    # Data: the images (x repeats), each with a template prompt around the placeholder string.
+    placeholder = " ".join(base.tokenizer.convert_ids_to_tokens(token_ids))
+    templates = STYLE_TEMPLATES if args.learnable_property == "style" else OBJECT_TEMPLATES
+    dataset = TemplatedImages(paths, templates, placeholder,
+                              ImageTransform(args.resolution, args.center_crop, args.random_flip))
+    if args.cache_latents:
+        dataset = CachedLatents(dataset, base.vae)
+    dataloader = run.dataloader(dataset, collate)
+    rows = run.prepare(rows)
+    install_placeholder_rows(base.text_encoder, rows)
+    encode_prompts = PromptEncoder(base.tokenizer, base.text_encoder, cache=False)
+    if args.validation_prompt:
+        run.validation = lambda: validation_images(base.pipeline, args.validation_prompt, args)
+
+    for batch in run.batches(dataloader):
+        with run.accumulate(rows):
+            model_pred, target, timesteps = predict_batch(batch, base, base.unet, encode_prompts, args.noise_offset,
+                                                          run.weight_dtype)
+            run.backward(denoising_loss(model_pred, target, timesteps, base.noise_scheduler, args.snr_gamma).mean())
+
+    images = run.final_validation()
+    if run.is_main_process:
+        learned = run.unwrap(rows).weight.detach().float().cpu()
+        save_learned_embeds(args.output_dir, args.placeholder_token, learned, args.export_a1111)
+        if args.save_as_full_pipeline:
+            text_encoder = CLIPTextModel.from_pretrained(args.pretrained_model_name_or_path, subfolder="text_encoder",
+                                                         revision=args.revision, variant=args.variant)
+            text_encoder.resize_token_embeddings(len(base.tokenizer))
+            with torch.no_grad():
+                text_encoder.get_input_embeddings().weight[token_ids] = learned
+            base_pipeline(args, torch.float32, text_encoder=text_encoder, tokenizer=base.tokenizer).save_pretrained(
+                args.output_dir, safe_serialization=True)
+        write_model_card(
+            args.output_dir, "textual_inversion", base_model=args.pretrained_model_name_or_path,
+            tags=["textual_inversion", "text-to-image"], images=images,
+            repo_id=args.hub_model_id if args.push_to_hub else None, placeholder_token=args.placeholder_token,
+            initializer_token=args.initializer_token, num_vectors=args.num_vectors,
+            learnable_property=args.learnable_property, validation_prompt=args.validation_prompt,
+            steps=run.global_step,
+        )
+    run.end()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
