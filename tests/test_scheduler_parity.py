@@ -64,7 +64,8 @@ def test_p_mean_variance(case):
         output = output[:, :3]
     timesteps = scheduler.timestep_map[torch.tensor(case["schedule_indices"])]
     dist = scheduler.p_mean_variance(output, REF["pmv/x"], timesteps)
-    for name, ours in zip(("mean", "variance", "log_variance", "pred_xstart"), dist):
+    for name, ours in [("mean", dist.mean), ("variance", dist.variance), ("log_variance", dist.log_variance),
+                       ("pred_xstart", dist.pred_original_sample)]:
         assert max_abs(ours, REF[f"{case['key']}/{name}"]) <= TOL, name
 
 

@@ -19,7 +19,6 @@ import math
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -158,13 +157,21 @@ def _ddim_spacing(num_timesteps: int, text: str) -> list[int]:
 # --------------------------------------------------------------------------------------------------------------
 
 
-class ModelDistribution(NamedTuple):
-    """p_θ(x_{t-1} | x_t) = N(mean, variance) and the x_0 estimate it was built from; all of x_t's shape."""
+@dataclass(frozen=True)
+class ModelDistribution:
+    """p_θ(x_{t-1} | x_t) = N(mean, variance) and the x_0 estimate it was built from; all of x_t's shape.
+
+    ``variance`` is the schedule's table value for fixed variances (at t = 0 it is not exp(log_variance), whose
+    log is clipped) and exp(log_variance) for learned ones, computed only when asked for."""
 
     mean: torch.Tensor
-    variance: torch.Tensor
     log_variance: torch.Tensor
     pred_original_sample: torch.Tensor
+    fixed_variance: torch.Tensor | None = None
+
+    @property
+    def variance(self) -> torch.Tensor:
+        return self.fixed_variance if self.fixed_variance is not None else torch.exp(self.log_variance)
 
 
 def _readonly(array: np.ndarray) -> np.ndarray:
@@ -342,6 +349,11 @@ class GaussianDiffusionSchedule:
         - "learned": the network outputs log σ² directly (``var_values``);
         - "learned_range": ND Eq. 15, log σ² = u log β_t + (1 − u) log β̃_t with u = (v + 1)/2, v ∈ [−1, 1].
         """
+        variance, log_variance = self._model_log_variance(variance_type, index, like, var_values)
+        return (torch.exp(log_variance) if variance is None else variance), log_variance
+
+    def _model_log_variance(self, variance_type, index, like, var_values):
+        """(table variance or None for learned types, log-variance): the exp is left to whoever needs σ²."""
         check_choice("variance_type", variance_type, VARIANCE_TYPES)
         return _MODEL_VARIANCE[variance_type](self, index, like, var_values)
 
@@ -360,12 +372,12 @@ class GaussianDiffusionSchedule:
         ``model_output``: ``(B, C, …)``, or ``(B, 2C, …)`` for learned variances (second half = variance values).
         ``process_start`` is applied to x̂_0 (clipping / thresholding) before the mean is formed from it."""
         mean_output, var_values = split_model_output(model_output, x_t, variance_type)
-        variance, log_variance = self.model_variance(variance_type, index, x_t, var_values)
+        variance, log_variance = self._model_log_variance(variance_type, index, x_t, var_values)
         pred_start = self.predict_start(prediction_type, x_t, index, mean_output)
         if process_start is not None:
             pred_start = process_start(pred_start)
         mean, _, _ = self.q_posterior_mean_variance(pred_start, x_t, index)
-        return ModelDistribution(mean, variance, log_variance, pred_start)
+        return ModelDistribution(mean, log_variance, pred_start, variance)
 
 
 def split_model_output(
@@ -397,15 +409,14 @@ def _fixed_variance(variance_name: str, log_name: str):
 
 
 def _learned_variance(schedule, index, like, var_values):
-    return torch.exp(var_values), var_values
+    return None, var_values
 
 
 def _learned_range_variance(schedule, index, like, var_values):
     min_log = schedule.extract("posterior_log_variance_clipped", index, like)
     max_log = schedule.extract("log_betas", index, like)
     frac = (var_values + 1) / 2
-    log_variance = frac * max_log + (1 - frac) * min_log
-    return torch.exp(log_variance), log_variance
+    return None, frac * max_log + (1 - frac) * min_log
 
 
 _MODEL_VARIANCE = {
