@@ -66,7 +66,7 @@ class LossAwareSampler(ScheduleSampler):
         """Record this process's ``(B,)`` timesteps and losses. Under ``torch.distributed`` (as set up by
         ``accelerate launch``), every process's batch is gathered in rank order first, so all processes apply the
         same update; in a single process the batch is used as is. Call it on every process."""
-        pairs = (local_timesteps.detach().cpu().tolist(), local_losses.detach().float().cpu().tolist())
+        pairs = (local_timesteps.detach().cpu().tolist(), local_losses.detach().cpu().tolist())
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             gathered: list = [None] * dist.get_world_size()
             dist.all_gather_object(gathered, pairs)
