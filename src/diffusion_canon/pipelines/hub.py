@@ -5,14 +5,22 @@
 (``_resolve_custom_pipeline_and_cls``), and resolves components from non-diffusers libraries through ``sys.modules``
 (``_get_library_or_raise``). So the folder gets a two-line ``pipeline.py`` that imports the class from
 ``diffusion_canon``, which in turn imports every component's module before the components are loaded.
+
+diffusers then checks a component class against the loader base classes *found in its library module's namespace*
+(``getattr(module, "SchedulerMixin")`` …). A module that defines a scheduler without importing ``SchedulerMixin``
+itself therefore cannot be named as the library; for such components the pipeline class's own module (which imports
+both) is recorded instead, and an error explains the fix when neither works.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
+from types import ModuleType
 
 from diffusers import DiffusionPipeline
+from diffusers.pipelines.pipeline_loading_utils import ALL_IMPORTABLE_CLASSES, LOADABLE_CLASSES
 
 CUSTOM_MODULE = "pipeline"
 
@@ -21,6 +29,42 @@ diffusion-canon (`pip install diffusion-canon`)."""
 
 from {module} import {name}  # noqa: F401
 '''
+
+
+class FolderPipelineMixin:
+    """Mix into a ``DiffusionPipeline`` subclass (before it) so that ``<Class>.from_pretrained(folder)`` loads a folder
+    written by :func:`save_pipeline_folder` *without* ``trust_remote_code``: when ``_class_name`` is
+    ``["pipeline", "<Class>"]`` naming this very class, the class is used directly instead of the folder's module
+    (which would only import it). Any other custom pipeline still needs ``trust_remote_code``."""
+
+    @classmethod
+    def load_config(cls, *args, **kwargs):
+        result = super().load_config(*args, **kwargs)
+        config = result[0] if isinstance(result, tuple) else result
+        name = config.get("_class_name")
+        if isinstance(name, list) and len(name) == 2 and name[0] == CUSTOM_MODULE and name[1] == cls.__name__:
+            config["_class_name"] = cls.__name__
+        return result
+
+
+def _exposes_loader(module: ModuleType | None, cls: type) -> bool:
+    """Whether diffusers can load ``cls`` from ``module``: it holds ``cls`` by name and one of its loader bases."""
+    if module is None or getattr(module, cls.__name__, None) is not cls:
+        return False
+    bases = (getattr(module, name, None) for name in ALL_IMPORTABLE_CLASSES)
+    return any(isinstance(base, type) and issubclass(cls, base) for base in bases)
+
+
+def _component_library(component: object, pipeline_cls: type) -> str:
+    """The module to record as a component's library in ``model_index.json`` (see the module docstring)."""
+    cls = type(component)
+    for name in (cls.__module__, pipeline_cls.__module__):
+        if _exposes_loader(sys.modules.get(name), cls):
+            return name
+    raise ValueError(
+        f"diffusers cannot load {cls.__name__}: neither {cls.__module__} nor {pipeline_cls.__module__} exposes it "
+        f"together with its diffusers base class (e.g. `from diffusers import SchedulerMixin` in {cls.__module__})"
+    )
 
 
 def save_pipeline_folder(
@@ -51,6 +95,11 @@ def save_pipeline_folder(
     index_path = folder / "model_index.json"
     index = json.loads(index_path.read_text())
     index["_class_name"] = [CUSTOM_MODULE, cls.__name__]
+    for name, entry in index.items():
+        if name.startswith("_") or not isinstance(entry, list) or entry[0] is None:
+            continue
+        if entry[0].split(".")[0] not in LOADABLE_CLASSES:
+            entry[0] = _component_library(getattr(pipeline, name), cls)
     index_path.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
     if model_card is not None:
         (folder / "README.md").write_text(model_card)

@@ -13,19 +13,20 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from diffusers import DiffusionPipeline, ImagePipelineOutput
+from diffusers import DiffusionPipeline, ImagePipelineOutput, ModelMixin, SchedulerMixin  # noqa: F401 (see hub.py)
 from diffusers.utils.torch_utils import randn_tensor
 
 from ..models.adm_classifier import ADMClassifierModel
 from ..models.adm_unet import ADMUNet2DModel
 from ..schedulers import ImprovedDDIMScheduler, ImprovedDDPMScheduler
 from ..schedulers.improved_diffusion_base import ImprovedDiffusionScheduler
+from .hub import FolderPipelineMixin
 
 ClassLabels = int | str | Sequence[int | str] | torch.Tensor
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 
 
-class ADMPipeline(DiffusionPipeline):
+class ADMPipeline(FolderPipelineMixin, DiffusionPipeline):
     r"""Class-conditional or unconditional ADM sampling.
 
     Components:
