@@ -7,14 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import CLIPModel, CLIPTextModelWithProjection, CLIPTokenizer
+from transformers import CLIPModel
 
 from diffusion_canon.data.glyphs import load_glyphs
 from diffusion_canon.data.tokenizer import build_glyph_tokenizer
 from diffusion_canon.models.clip_glyphs import encode_images, glyph_clip_config, glyph_clip_image_processor
-from diffusion_canon.models.unclip_prior import UnCLIPPriorTransformer
 from diffusion_canon.pipelines.pipeline_unclip_prior import UnCLIPPriorPipeline
-from diffusion_canon.schedulers import ImprovedDDPMScheduler
 
 SCRIPT = Path(__file__).resolve().parents[1] / "training" / "train_unclip_prior.py"
 
@@ -37,17 +35,6 @@ def clip_folder(tmp_path_factory):
     return folder
 
 
-def load_components(folder: Path) -> UnCLIPPriorPipeline:
-    # component by component: loading the folder as a whole is tested in test_unclip_prior_pipeline.py
-    assert json.loads((folder / "model_index.json").read_text())["_class_name"] == ["pipeline", "UnCLIPPriorPipeline"]
-    return UnCLIPPriorPipeline(
-        UnCLIPPriorTransformer.from_pretrained(folder / "prior"),
-        CLIPTextModelWithProjection.from_pretrained(folder / "text_encoder"),
-        CLIPTokenizer.from_pretrained(folder / "tokenizer"),
-        ImprovedDDPMScheduler.from_pretrained(folder / "scheduler"),
-    )
-
-
 def argv(clip_folder, output_dir, *extra):
     return [
         "--clip_model_path", str(clip_folder), "--output_dir", str(output_dir), "--resolution", "16",
@@ -60,7 +47,7 @@ def argv(clip_folder, output_dir, *extra):
 def test_tiny_run_then_exact_resume(clip_folder, tmp_path):
     script = load_script()
     script.main(argv(clip_folder, tmp_path / "full"))
-    pipe = load_components(tmp_path / "full")
+    pipe = UnCLIPPriorPipeline.from_pretrained(tmp_path / "full")
 
     # statistics: those of the training images' CLIP embeddings, computed here independently
     clip = CLIPModel.from_pretrained(clip_folder).eval()
@@ -81,7 +68,7 @@ def test_tiny_run_then_exact_resume(clip_folder, tmp_path):
     # only steps 3-4 ran (a run that ignored the checkpoint would also have saved checkpoint-2) ...
     assert sorted(p.name for p in (tmp_path / "resumed").glob("checkpoint-*")) == ["checkpoint-4"]
     # ... and they landed on the uninterrupted run's weights, EMA included, bit for bit
-    resumed = UnCLIPPriorTransformer.from_pretrained(tmp_path / "resumed" / "prior").state_dict()
+    resumed = UnCLIPPriorPipeline.from_pretrained(tmp_path / "resumed").prior.state_dict()
     for name, value in pipe.prior.state_dict().items():
         torch.testing.assert_close(resumed[name], value, atol=0, rtol=0, msg=name)
 

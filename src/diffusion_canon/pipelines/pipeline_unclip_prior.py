@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from diffusers import DiffusionPipeline
+# SchedulerMixin / ModelMixin in this namespace let diffusers' loader accept this module as the components' library
+from diffusers import DiffusionPipeline, ModelMixin, SchedulerMixin  # noqa: F401
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
@@ -26,6 +27,7 @@ from ..models.clip_glyphs import encode_prompts
 from ..models.unclip_prior import UnCLIPPriorTransformer
 from ..schedulers import ImprovedDDPMScheduler
 from ..schedulers.improved_diffusion_base import ImprovedDiffusionScheduler
+from .hub import FolderPipelineMixin
 
 OUTPUT_TYPES = ("pt", "np")
 
@@ -65,7 +67,7 @@ def check_positive_int(name: str, value: Any) -> int:
     return value
 
 
-class UnCLIPPriorPipeline(DiffusionPipeline):
+class UnCLIPPriorPipeline(FolderPipelineMixin, DiffusionPipeline):
     r"""Sample CLIP image embeddings from prompts with the unCLIP diffusion prior.
 
     Components:
