@@ -27,6 +27,16 @@ def synthetic_model(x, t, learned):  # the network the reference bpd loop was dr
     return torch.cat([mean, torch.sin(1.3 * x - 2.0 * tt)], dim=1) if learned else mean
 
 
+def scheduler_for(case: dict, **extra) -> ImprovedDDPMScheduler:
+    return ImprovedDDPMScheduler(
+        num_train_timesteps=case["num_train_timesteps"],
+        beta_schedule=case["beta_schedule"],
+        variance_type=case["variance_type"],
+        prediction_type=case["prediction_type"],
+        **extra,
+    )
+
+
 @pytest.mark.parametrize("schedule", ["linear", "cosine"])
 def test_q_sample(schedule):
     s = ImprovedDDPMScheduler(num_train_timesteps=50, beta_schedule=schedule)
@@ -37,12 +47,7 @@ def test_q_sample(schedule):
 
 @pytest.mark.parametrize("case", CASES["losses"], ids=lambda c: c["key"])
 def test_training_losses(case):
-    s = ImprovedDDPMScheduler(
-        num_train_timesteps=case["num_train_timesteps"],
-        beta_schedule=case["beta_schedule"],
-        variance_type=case["variance_type"],
-        prediction_type=case["prediction_type"],
-    )
+    s = scheduler_for(case)
     s.set_timesteps(timestep_respacing="10")
     x_start, noise, t = REF["losses/x_start"], REF["losses/noise"], REF["losses/timesteps"]
     output = REF["losses/model_output"]
@@ -57,13 +62,7 @@ def test_training_losses(case):
 
 @pytest.mark.parametrize("case", CASES["bpd"], ids=lambda c: c["key"])
 def test_nll_bits_per_dim(case):
-    s = ImprovedDDPMScheduler(
-        num_train_timesteps=case["num_train_timesteps"],
-        beta_schedule=case["beta_schedule"],
-        variance_type=case["variance_type"],
-        prediction_type=case["prediction_type"],
-        rescale_timesteps=case["rescale_timesteps"],
-    )
+    s = scheduler_for(case, rescale_timesteps=case["rescale_timesteps"])
     learned = case["variance_type"].startswith("learned")
     result = nll_bits_per_dim(
         lambda x, t: synthetic_model(x, t, learned),

@@ -49,16 +49,23 @@ def test_respacing_map_and_betas(case):
         assert space_timesteps(T, case["timestep_respacing"]) == REF[key + "/timestep_map"].tolist()
 
 
-@pytest.mark.parametrize("case", CASES["p_mean_variance"], ids=lambda c: c["key"])
-def test_p_mean_variance(case):
-    scheduler = ImprovedDDPMScheduler(
+def scheduler_for(case: dict, cls=ImprovedDDPMScheduler, **extra):
+    """The scheduler a recorded case describes, set to the case's respacing."""
+    scheduler = cls(
         num_train_timesteps=case["num_train_timesteps"],
         beta_schedule=case["beta_schedule"],
         variance_type=case["variance_type"],
         prediction_type=case["prediction_type"],
         clip_sample=case["clip_sample"],
+        **extra,
     )
     scheduler.set_timesteps(timestep_respacing=case["timestep_respacing"])
+    return scheduler
+
+
+@pytest.mark.parametrize("case", CASES["p_mean_variance"], ids=lambda c: c["key"])
+def test_p_mean_variance(case):
+    scheduler = scheduler_for(case)
     output = REF["pmv/model_output"]
     if not case["variance_type"].startswith("learned"):
         output = output[:, :3]
@@ -71,15 +78,7 @@ def test_p_mean_variance(case):
 
 def run_loop(case: dict) -> torch.Tensor:
     cls = ImprovedDDPMScheduler if case["sampler"] == "ddpm" else ImprovedDDIMScheduler
-    scheduler = cls(
-        num_train_timesteps=case["num_train_timesteps"],
-        beta_schedule=case["beta_schedule"],
-        variance_type=case["variance_type"],
-        prediction_type=case["prediction_type"],
-        clip_sample=case["clip_sample"],
-        rescale_timesteps=case["rescale_timesteps"],
-    )
-    scheduler.set_timesteps(timestep_respacing=case["timestep_respacing"])
+    scheduler = scheduler_for(case, cls, rescale_timesteps=case["rescale_timesteps"])
     learned = case["variance_type"].startswith("learned")
     generator = torch.Generator().manual_seed(case["seed"])
     x = torch.randn(case["shape"], generator=generator)

@@ -212,8 +212,16 @@ class ImprovedDiffusionScheduler(SchedulerMixin, ConfigMixin):
         does that for you."""
         return self._distribution(model_output, sample, self.index_for_timestep(timestep), clip)
 
-    def _distribution(self, model_output, sample, index, clip: bool = True) -> ModelDistribution:
-        return self.schedule.p_mean_variance(
+    def train_p_mean_variance(
+        self, model_output: torch.Tensor, sample: torch.Tensor, timesteps: IndexLike, clip: bool = False
+    ) -> ModelDistribution:
+        """p_θ(x_{t−1} | x_t) on the full *training* schedule (what the losses use), ``timesteps`` ``(B,)`` or 0-d
+        training timesteps; otherwise as :meth:`p_mean_variance`. ``clip`` defaults to off, as in training."""
+        index = self.training_index(timesteps, sample)
+        return self._distribution(model_output, sample, index, clip, self.train_schedule)
+
+    def _distribution(self, model_output, sample, index, clip: bool = True, schedule=None) -> ModelDistribution:
+        return (schedule or self.schedule).p_mean_variance(
             model_output,
             sample,
             index,

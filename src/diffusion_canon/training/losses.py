@@ -70,17 +70,6 @@ def discretized_gaussian_log_likelihood(
     return torch.where(x < -0.999, log_cdf_plus, torch.where(x > 0.999, log_one_minus_cdf_min, log_delta))
 
 
-def _train_distribution(scheduler, model_output, x_t, index, clip_denoised: bool):
-    return scheduler.train_schedule.p_mean_variance(
-        model_output,
-        x_t,
-        index,
-        variance_type=scheduler.config.variance_type,
-        prediction_type=scheduler.config.prediction_type,
-        process_start=scheduler.process_original_sample if clip_denoised else None,
-    )
-
-
 def vb_terms_bpd(
     scheduler: ImprovedDiffusionScheduler,
     model_output: torch.Tensor,
@@ -98,7 +87,7 @@ def vb_terms_bpd(
     schedule = scheduler.train_schedule
     index = scheduler.training_index(timesteps, x_start)
     true_mean, _, true_log_variance = schedule.q_posterior_mean_variance(x_start, x_t, index)
-    dist = _train_distribution(scheduler, model_output, x_t, index, clip_denoised)
+    dist = scheduler.train_p_mean_variance(model_output, x_t, index, clip=clip_denoised)
     kl = mean_flat(normal_kl(true_mean, true_log_variance, dist.mean, dist.log_variance)) / _LN2
     decoder_nll = -mean_flat(
         discretized_gaussian_log_likelihood(x_start, means=dist.mean, log_scales=0.5 * dist.log_variance)
