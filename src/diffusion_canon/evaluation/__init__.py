@@ -1,1 +1,27 @@
-"""evaluation"""
+"""Evaluation: the glyph classifier (trained offline, cached), class accuracy, and cFID in its feature space."""
+
+from .frechet import cfid, frechet_distance, glyph_features
+from .glyph_classifier import (
+    GlyphClassifier,
+    class_accuracy,
+    classifier_report,
+    glyph_cache_dir,
+    load_glyph_classifier,
+    predict_glyphs,
+    train_glyph_classifier,
+)
+from .images import images_to_tensor
+
+__all__ = [
+    "GlyphClassifier",
+    "cfid",
+    "class_accuracy",
+    "classifier_report",
+    "frechet_distance",
+    "glyph_cache_dir",
+    "glyph_features",
+    "images_to_tensor",
+    "load_glyph_classifier",
+    "predict_glyphs",
+    "train_glyph_classifier",
+]
