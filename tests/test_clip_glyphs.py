@@ -101,3 +101,27 @@ def test_saved_folder_loads_as_split_towers_with_the_same_embeddings(tokenizer, 
 def test_pixel_values_bad_shape():
     with pytest.raises(ValueError, match="NCHW"):
         images_to_pixel_values(torch.rand(3, 32, 32), glyph_clip_image_processor())
+
+
+def test_train_clip_command_saves_a_standard_clip_folder(tmp_path):
+    import argparse
+    import json
+
+    from transformers import AutoImageProcessor, CLIPTokenizer
+
+    from diffusion_canon.unclip.clip_training import add_parser
+
+    parser = argparse.ArgumentParser()
+    add_parser(parser.add_subparsers())
+    args = parser.parse_args(["train-clip", "--output_dir", str(tmp_path), "--resolution", "16", "--num_images", "32",
+                              "--num_eval_images", "10", "--num_steps", "3", "--batch_size", "16",
+                              "--hidden_size", "16", "--num_layers", "1"])
+    assert args.func(args) == 0
+    metrics = json.loads((tmp_path / "retrieval.json").read_text())
+    assert metrics["n"] == 10 and 0 <= metrics["top1"] <= 1 and 0 < metrics["chance"] <= 1
+    assert (tmp_path / "model.safetensors").exists()
+    model = CLIPModel.from_pretrained(tmp_path)
+    assert model.config.vision_config.image_size == 16 and model.config.projection_dim == 32
+    tokenizer = CLIPTokenizer.from_pretrained(tmp_path)
+    assert len(tokenizer.tokenize("a sks font letter A")) == 5
+    assert AutoImageProcessor.from_pretrained(tmp_path).crop_size == {"height": 16, "width": 16}

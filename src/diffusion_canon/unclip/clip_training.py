@@ -122,6 +122,8 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--batch_size", type=int, default=128)
     parser.add_argument("--learning_rate", type=float, default=2e-3)
     parser.add_argument("--projection_dim", type=int, default=32)
+    parser.add_argument("--hidden_size", type=int, default=64, help="width of both towers")
+    parser.add_argument("--num_layers", type=int, default=2, help="depth of both towers")
     parser.add_argument("--seed", type=int, default=0)
     parser.set_defaults(func=_main)
 
@@ -136,7 +138,8 @@ def _main(args: argparse.Namespace) -> int:
     train = load_glyphs(resolution=args.resolution, seed=args.seed, split="train", num_images=args.num_images)
     # a different seed draws fresh renderings (new attribute draws and jitter) that training never saw
     held_out = load_glyphs(resolution=args.resolution, seed=args.seed + 1, num_images=args.num_eval_images)
-    config = glyph_clip_config(tokenizer, image_size=args.resolution, projection_dim=args.projection_dim)
+    config = glyph_clip_config(tokenizer, image_size=args.resolution, projection_dim=args.projection_dim,
+                               hidden_size=args.hidden_size, num_layers=args.num_layers)
     model = train_glyph_clip(
         list(train["image"]),
         list(train["caption"]),
