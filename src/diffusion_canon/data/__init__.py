@@ -16,6 +16,7 @@ from .glyphs import (
     load_glyphs,
     render_glyph,
 )
+from .image_folder import load_image_folder
 
 __all__ = [
     "BACKGROUNDS",
@@ -31,5 +32,6 @@ __all__ = [
     "STYLES",
     "glyph_specs",
     "load_glyphs",
+    "load_image_folder",
     "render_glyph",
 ]
