@@ -94,3 +94,13 @@ def run_loop(case: dict) -> torch.Tensor:
 @pytest.mark.parametrize("case", CASES["sampling"], ids=lambda c: f"{c['key']}-{c['sampler']}")
 def test_sampling_loop_matches_reference(case):
     assert max_abs(run_loop(case), REF[case["key"] + "/final"]) <= TOL
+
+
+@pytest.mark.parametrize("case", CASES["ddim_reverse"], ids=lambda c: c["key"])
+def test_ddim_inversion_matches_reference(case):
+    scheduler = scheduler_for(case, ImprovedDDIMScheduler)
+    learned = case["variance_type"].startswith("learned")
+    x = REF[case["key"] + "/x0"]
+    for t in scheduler.timesteps.flip(0):
+        x = scheduler.reverse_step(synthetic_model(x, scheduler.model_timestep(t), learned), t, x).prev_sample
+    assert max_abs(x, REF[case["key"] + "/final"]) <= TOL

@@ -191,6 +191,7 @@ class GaussianDiffusionSchedule:
     betas: np.ndarray
     alphas_cumprod: np.ndarray  # ᾱ_t = ∏ (1 − β_s)
     alphas_cumprod_prev: np.ndarray  # ᾱ_{t−1}, with ᾱ_0 = 1
+    alphas_cumprod_next: np.ndarray  # ᾱ_{t+1}, with ᾱ_{N+1} = 0
     sqrt_alphas_cumprod: np.ndarray
     sqrt_one_minus_alphas_cumprod: np.ndarray
     one_minus_alphas_cumprod: np.ndarray
@@ -226,6 +227,7 @@ class GaussianDiffusionSchedule:
                 betas=betas,
                 alphas_cumprod=ac,
                 alphas_cumprod_prev=ac_prev,
+                alphas_cumprod_next=np.append(ac[1:], 0.0),
                 sqrt_alphas_cumprod=np.sqrt(ac),
                 sqrt_one_minus_alphas_cumprod=np.sqrt(1.0 - ac),
                 one_minus_alphas_cumprod=1.0 - ac,

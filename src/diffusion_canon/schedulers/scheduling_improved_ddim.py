@@ -63,3 +63,22 @@ class ImprovedDDIMScheduler(ImprovedDiffusionScheduler):
         if not return_dict:
             return prev_sample, pred_start
         return DDIMSchedulerOutput(prev_sample=prev_sample, pred_original_sample=pred_start)
+
+    def reverse_step(
+        self, model_output: torch.Tensor, timestep: IndexLike, sample: torch.Tensor, return_dict: bool = True
+    ) -> DDIMSchedulerOutput | tuple[torch.Tensor, torch.Tensor]:
+        """DDIM inversion, the deterministic η = 0 ODE run forwards (Song Eq. 12 reversed; the reference's
+        ``ddim_reverse_sample``): x_{t⁺} = √ᾱ_{t⁺} x̂_0 + √(1 − ᾱ_{t⁺}) ε̂, t⁺ the next kept timestep.
+
+        Iterate over ``self.timesteps.flip(0)`` (ascending), feeding the network ``(x_t, t)``; ``prev_sample`` of
+        the output is x_{t⁺}. x̂_0 is clipped as configured and ε̂ re-derived from it."""
+        schedule = self.schedule
+        index = self.index_for_timestep(timestep)
+        pred_start = self._distribution(model_output, sample, index).pred_original_sample
+        eps = schedule.predict_noise_from_start(sample, index, pred_start)
+        alpha_bar_next = schedule.extract("alphas_cumprod_next", index, sample)
+        next_sample = pred_start * torch.sqrt(alpha_bar_next) + torch.sqrt(1 - alpha_bar_next) * eps
+        next_sample, pred_start = next_sample.to(sample.dtype), pred_start.to(sample.dtype)
+        if not return_dict:
+            return next_sample, pred_start
+        return DDIMSchedulerOutput(prev_sample=next_sample, pred_original_sample=pred_start)
