@@ -177,7 +177,7 @@ def test_wrong_channel_count():
     "kwargs, name",
     [(dict(beta_schedule="quadratic"), "beta_schedule"), (dict(variance_type="fixed_small_log"), "variance_type"),
      (dict(prediction_type="x0"), "prediction_type"), (dict(num_train_timesteps=0), "num_train_timesteps"),
-     (dict(trained_betas=[0.1] * 3), "trained_betas"), (dict(num_train_timesteps=20), "num_train_timesteps > 20")],
+     (dict(trained_betas=[0.1] * 3), "trained_betas"), (dict(trained_betas=[0.0] * 10), r"trained_betas must lie"), (dict(num_train_timesteps=20), "num_train_timesteps > 20")],
 )
 def test_unknown_names(kwargs, name):
     with pytest.raises(ValueError, match=name):

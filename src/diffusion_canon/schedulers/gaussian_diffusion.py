@@ -75,6 +75,8 @@ def make_betas(beta_schedule: str, num_timesteps: int, trained_betas: Sequence[f
             raise ValueError(
                 f"trained_betas has shape {betas.shape}; expected ({num_timesteps},) = (num_train_timesteps,)"
             )
+        if not ((betas > 0).all() and (betas <= 1).all()):
+            raise ValueError(f"trained_betas must lie in (0, 1]; got min {betas.min():g}, max {betas.max():g}")
         return betas
     check_choice("beta_schedule", beta_schedule, BETA_SCHEDULES)
     betas = _BETA_SCHEDULE_FNS[beta_schedule](num_timesteps)
