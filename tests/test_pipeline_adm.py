@@ -143,6 +143,7 @@ def test_guidance_scale_zero_is_the_null_label_prediction():
         (dict(class_labels=[1], guidance_scale=2.0), "null_class_embedding"),
         (dict(class_labels=[1], output_type="jpeg"), "output_type"),
         (dict(class_labels=[1], low_res=torch.rand(1, 3, 8, 8)), "low_res"),
+        (dict(class_labels=[1, 2], batch_size=3), "batch_size=3"),
     ],
 )
 def test_bad_input_is_named(kwargs, message):

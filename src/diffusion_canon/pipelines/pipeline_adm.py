@@ -90,6 +90,8 @@ class ADMPipeline(FolderPipelineMixin, DiffusionPipeline):
             class_labels = class_labels.reshape(-1).tolist()
         if isinstance(class_labels, (int, str, np.integer)):
             class_labels = [class_labels] * batch_size
+        elif batch_size not in (1, len(class_labels)):
+            raise ValueError(f"batch_size={batch_size} disagrees with the {len(class_labels)} class_labels given")
         return torch.tensor([self.class_index(label) for label in class_labels], dtype=torch.long)
 
     def check_inputs(
