@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import time
 from pathlib import Path
@@ -36,6 +37,8 @@ __all__ = [
     "predict_glyphs",
     "train_glyph_classifier",
 ]
+
+logger = logging.getLogger(__name__)
 
 # Bump when the architecture or the recipe changes: a cached classifier from another recipe is never reused.
 _RECIPE_VERSION = 2
@@ -98,10 +101,11 @@ def load_glyph_classifier(cache_dir: str | os.PathLike | None = None) -> GlyphCl
     """
     from filelock import FileLock
 
-    folder = Path(cache_dir or glyph_cache_dir()) / f"glyph-classifier-v{_RECIPE_VERSION}"
+    folder = _classifier_folder(cache_dir)
     folder.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(folder) + ".lock"):
         if not (folder / "config.json").exists():
+            logger.warning("training the glyph classifier (once, a minute or two on a CPU) into %s", folder)
             model, report = train_glyph_classifier()
             staging = folder.with_name(folder.name + f".tmp-{os.getpid()}")
             model.save_pretrained(staging)
@@ -113,8 +117,11 @@ def load_glyph_classifier(cache_dir: str | os.PathLike | None = None) -> GlyphCl
 def classifier_report(cache_dir: str | os.PathLike | None = None) -> dict:
     """Training time and held-out accuracies recorded when the cached classifier was trained."""
     load_glyph_classifier(cache_dir)
-    folder = Path(cache_dir or glyph_cache_dir()) / f"glyph-classifier-v{_RECIPE_VERSION}"
-    return json.loads((folder / "training.json").read_text())
+    return json.loads((_classifier_folder(cache_dir) / "training.json").read_text())
+
+
+def _classifier_folder(cache_dir: str | os.PathLike | None) -> Path:
+    return Path(cache_dir or glyph_cache_dir()) / f"glyph-classifier-v{_RECIPE_VERSION}"
 
 
 def train_glyph_classifier(

@@ -1,0 +1,59 @@
+import argparse
+import re
+
+import numpy as np
+from PIL import Image
+
+from diffusion_canon import demo
+from diffusion_canon.demo import DemoSection, image_grid, run_demo
+
+
+def tiny_section(output):
+    Image.new("RGB", (4, 4), (255, 0, 0)).save(output / "tiny.png")
+    return DemoSection("Tiny <pipeline>", "a section added by appending one provider", [("tiny.png", "red")], [["a"], ["1"]])
+
+
+def broken_section(output):
+    raise RuntimeError("this provider is broken")
+
+
+def test_default_gallery_is_complete(tmp_path):
+    index, failed = run_demo(tmp_path)
+    assert failed == []
+    page = index.read_text()
+    assert "The glyph world" in page and "glyph classifier" in page and "cFID" in page
+    sources = re.findall(r'<img src="([^"]+)"', page)
+    assert len(sources) >= 4
+    for source in sources:
+        assert not source.startswith("/") and (tmp_path / source).is_file()
+    # the classifier table shows accuracies as percentages measured now
+    accuracies = [float(x) for x in re.findall(r"<td>(\d+\.\d)%</td>", page)]
+    assert len(accuracies) == 4 and min(accuracies[0::2]) >= 95
+
+
+def test_sections_extend_and_failures_are_visible(tmp_path):
+    sections = ["test_demo:tiny_section", "test_demo:broken_section"]
+    index, failed = run_demo(tmp_path, sections)
+    page = index.read_text()
+    assert failed == ["test_demo:broken_section"]
+    assert "Tiny &lt;pipeline&gt;" in page and '<img src="tiny.png"' in page
+    assert "this provider is broken" in page and 'class="error"' in page
+
+
+def test_command_line(tmp_path, capsys):
+    parser = argparse.ArgumentParser()
+    demo.add_parser(parser.add_subparsers())
+    args = parser.parse_args(["demo", "--output", str(tmp_path / "out"), "--sections", "test_demo:tiny_section"])
+    assert args.func(args) == 0
+    assert str((tmp_path / "out" / "index.html").resolve()) in capsys.readouterr().out
+    args = parser.parse_args(["demo", "--output", str(tmp_path / "bad"), "--sections", "test_demo:broken_section"])
+    assert args.func(args) == 1
+    assert parser.parse_args(["demo"]).output == "outputs/demo"
+
+
+def test_image_grid_layout():
+    tiles = [np.full((3, 3, 3), i * 40, np.uint8) for i in range(5)]
+    sheet = np.asarray(image_grid(tiles, columns=2, scale=2, gap=1))
+    assert sheet.shape == (3 * 7 + 1, 2 * 7 + 1, 3)
+    assert (sheet[1:7, 8:14] == 40).all() and (sheet[15:21, 1:7] == 160).all()
+    assert (sheet[15:21, 8:14] == 128).all()  # the empty sixth cell is background
