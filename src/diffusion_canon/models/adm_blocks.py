@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from diffusers.models.attention_processor import Attention
 from diffusers.models.downsampling import Downsample2D
+from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from diffusers.models.resnet import ResnetBlock2D
 from diffusers.models.upsampling import Upsample2D
 from torch import nn
@@ -166,48 +167,78 @@ def level_channels(model_channels: int, channel_mult: Sequence[float]) -> list[i
     return [int(mult * model_channels) for mult in channel_mult]
 
 
-def build_encoder(
+def build_trunk(
+    model: nn.Module,
     *,
+    in_channels: int,
     model_channels: int,
     channel_mult: Sequence[float],
     num_res_blocks: int,
     attention_downsample_factors: Sequence[int],
-    temb_channels: int,
     dropout: float,
+    num_heads: int,
+    num_head_channels: int | None,
     use_scale_shift_norm: bool,
     resblock_updown: bool,
     conv_resample: bool,
-    heads: Callable[[int], int],
-) -> tuple[nn.ModuleList, list[int], int]:
-    """The reference's ``input_blocks`` after the first convolution.
+) -> tuple[list[int], int]:
+    """Give ``model`` the part the U-Net and the classifier share: ``time_proj``/``time_embedding`` (sinusoids →
+    Linear → SiLU → Linear, width 4·model_channels), ``conv_in``, ``down_blocks`` (the reference's ``input_blocks``
+    after the first convolution) and ``mid_block``.
 
     Per level: ``num_res_blocks`` residual blocks (each followed by attention when the level's downsample factor is in
     ``attention_downsample_factors``), then, except at the last level, a ×½ resampler.
 
-    Returns ``(blocks, skip_channels, downsample_factor)``: the channel count of every skip connection the decoder
-    consumes (the first convolution's output first) and the total downsampling factor at the bottom.
+    Returns ``(stage_channels, downsample_factor)``: the channel count of every encoder stage output (``conv_in``'s
+    first; the decoder's skip connections) and the total downsampling factor at the bottom.
     """
+    temb_channels = 4 * model_channels
+    model.time_proj = Timesteps(model_channels, flip_sin_to_cos=True, downscale_freq_shift=0)
+    model.time_embedding = TimestepEmbedding(model_channels, temb_channels)
     widths = level_channels(model_channels, channel_mult)
+    model.conv_in = nn.Conv2d(in_channels, widths[0], kernel_size=3, padding=1)
     channels = widths[0]
-    skip_channels = [channels]
-    blocks = nn.ModuleList()
+    stage_channels = [channels]
+    model.down_blocks = nn.ModuleList()
     factor = 1
     for level, width in enumerate(widths):
         for _ in range(num_res_blocks):
             resnet = resnet_block(channels, width, temb_channels, dropout, use_scale_shift_norm)
             channels = width
-            attention = attention_block(channels, heads(channels)) if factor in attention_downsample_factors else None
-            blocks.append(ADMBlock(resnet=resnet, attention=attention))
-            skip_channels.append(channels)
+            attention = None
+            if factor in attention_downsample_factors:
+                attention = attention_block(channels, heads_for(channels, num_heads, num_head_channels))
+            model.down_blocks.append(ADMBlock(resnet=resnet, attention=attention))
+            stage_channels.append(channels)
         if level != len(widths) - 1:
             if resblock_updown:
                 resample = resnet_block(channels, channels, temb_channels, dropout, use_scale_shift_norm, down=True)
             else:
                 resample = Downsample2D(channels, use_conv=conv_resample, padding=1, name="op")
-            blocks.append(ADMBlock(resample=resample))
-            skip_channels.append(channels)
+            model.down_blocks.append(ADMBlock(resample=resample))
+            stage_channels.append(channels)
             factor *= 2
-    return blocks, skip_channels, factor
+    model.mid_block = ADMMidBlock(
+        channels, temb_channels, dropout, use_scale_shift_norm, heads_for(channels, num_heads, num_head_channels)
+    )
+    return stage_channels, factor
+
+
+def embed_timesteps(model: nn.Module, timestep: torch.Tensor | float | int, sample: torch.Tensor) -> torch.Tensor:
+    """``[N, 4·model_channels]`` embedding of a scalar or ``[N]`` timestep (int, or float when rescaled)."""
+    timesteps = broadcast_timesteps(timestep, sample.shape[0], sample.device)
+    return model.time_embedding(model.time_proj(timesteps).to(model.dtype))
+
+
+def run_trunk(model: nn.Module, sample: torch.Tensor, temb: torch.Tensor) -> list[torch.Tensor]:
+    """Every encoder stage's output (``conv_in``'s first), then the middle block's output last."""
+    hidden_states = model.conv_in(sample.to(model.dtype))
+    states = [hidden_states]
+    for block in model.down_blocks:
+        hidden_states = run_block(model, block, hidden_states, temb)
+        states.append(hidden_states)
+    states.append(run_block(model, model.mid_block, hidden_states, temb))
+    return states
 
 
 def upsampler(

@@ -8,20 +8,17 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
-from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
 from .adm_blocks import (
     NORM_EPS,
     NORM_GROUPS,
-    ADMMidBlock,
-    broadcast_timesteps,
-    build_encoder,
+    build_trunk,
+    embed_timesteps,
     float32_group_norms,
     heads_for,
-    level_channels,
-    run_block,
+    run_trunk,
     zero_output_layers,
 )
 
@@ -104,29 +101,21 @@ class ADMClassifierModel(ModelMixin, ConfigMixin):
         if class_names is not None and len(class_names) != num_classes:
             raise ValueError(f"class_names must list exactly num_classes={num_classes} names, got {len(class_names)}")
         self.gradient_checkpointing = False
-        temb_channels = 4 * model_channels
-        self.time_proj = Timesteps(model_channels, flip_sin_to_cos=True, downscale_freq_shift=0)
-        self.time_embedding = TimestepEmbedding(model_channels, temb_channels)
-
-        widths = level_channels(model_channels, channel_mult)
-        self.conv_in = nn.Conv2d(in_channels, widths[0], kernel_size=3, padding=1)
-        self.down_blocks, stage_channels, factor = build_encoder(
+        stage_channels, factor = build_trunk(
+            self,
+            in_channels=in_channels,
             model_channels=model_channels,
             channel_mult=channel_mult,
             num_res_blocks=num_res_blocks,
-            attention_downsample_factors=set(attention_downsample_factors),
-            temb_channels=temb_channels,
+            attention_downsample_factors=attention_downsample_factors,
             dropout=dropout,
+            num_heads=num_heads,
+            num_head_channels=num_head_channels,
             use_scale_shift_norm=use_scale_shift_norm,
             resblock_updown=resblock_updown,
             conv_resample=conv_resample,
-            heads=lambda ch: heads_for(ch, num_heads, num_head_channels),
         )
         channels = stage_channels[-1]
-        self.mid_block = ADMMidBlock(
-            channels, temb_channels, dropout, use_scale_shift_norm, heads_for(channels, num_heads, num_head_channels)
-        )
-
         if pool.startswith("spatial"):
             features = sum(stage_channels) + channels  # every encoder stage's mean, then the middle block's
             self.head = nn.Sequential(
@@ -150,20 +139,10 @@ class ADMClassifierModel(ModelMixin, ConfigMixin):
 
     def forward(self, sample: torch.Tensor, timestep: torch.Tensor | float | int) -> torch.Tensor:
         """``sample``: ``[N, C, H, W]`` noisy images; ``timestep``: ``[N]`` or scalar. Returns logits ``[N, K]``."""
-        timesteps = broadcast_timesteps(timestep, sample.shape[0], sample.device)
-        temb = self.time_embedding(self.time_proj(timesteps).to(self.dtype))
-        hidden_states = self.conv_in(sample.to(self.dtype))
-        spatial = self.config.pool.startswith("spatial")
-        means = [hidden_states.mean(dim=(2, 3))] if spatial else []
-        for block in self.down_blocks:
-            hidden_states = run_block(self, block, hidden_states, temb)
-            if spatial:
-                means.append(hidden_states.mean(dim=(2, 3)))
-        hidden_states = run_block(self, self.mid_block, hidden_states, temb)
-        if spatial:
-            means.append(hidden_states.mean(dim=(2, 3)))
-            return self.head(torch.cat(means, dim=-1))
-        hidden_states = self.act_out(self.norm_out(hidden_states))
+        states = run_trunk(self, sample, embed_timesteps(self, timestep, sample))
+        if self.config.pool.startswith("spatial"):
+            return self.head(torch.cat([state.mean(dim=(2, 3)) for state in states], dim=-1))
+        hidden_states = self.act_out(self.norm_out(states[-1]))
         if self.config.pool == "adaptive":
             return self.head(hidden_states.mean(dim=(2, 3)))
         return self.head(hidden_states)

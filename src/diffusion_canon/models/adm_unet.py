@@ -15,7 +15,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
-from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import BaseOutput
 from torch import nn
@@ -26,13 +25,14 @@ from .adm_blocks import (
     ADMBlock,
     ADMMidBlock,
     attention_block,
-    broadcast_timesteps,
-    build_encoder,
+    build_trunk,
+    embed_timesteps,
     float32_group_norms,
     heads_for,
     level_channels,
     resnet_block,
     run_block,
+    run_trunk,
     upsampler,
     zero_output_layers,
 )
@@ -109,32 +109,25 @@ class ADMUNet2DModel(ModelMixin, ConfigMixin):
             raise ValueError("null_class_embedding=True needs num_classes")
         self.gradient_checkpointing = False
         temb_channels = 4 * model_channels
-        attention = set(attention_downsample_factors)
-
-        self.time_proj = Timesteps(model_channels, flip_sin_to_cos=True, downscale_freq_shift=0)
-        self.time_embedding = TimestepEmbedding(model_channels, temb_channels)
-        self.class_embedding = (
-            nn.Embedding(num_classes + int(null_class_embedding), temb_channels) if num_classes is not None else None
-        )
-
-        widths = level_channels(model_channels, channel_mult)
-        self.conv_in = nn.Conv2d(in_channels + low_res_channels, widths[0], kernel_size=3, padding=1)
-        self.down_blocks, skip_channels, factor = build_encoder(
+        skip_channels, factor = build_trunk(
+            self,
+            in_channels=in_channels + low_res_channels,
             model_channels=model_channels,
             channel_mult=channel_mult,
             num_res_blocks=num_res_blocks,
-            attention_downsample_factors=attention,
-            temb_channels=temb_channels,
+            attention_downsample_factors=attention_downsample_factors,
             dropout=dropout,
+            num_heads=num_heads,
+            num_head_channels=num_head_channels,
             use_scale_shift_norm=use_scale_shift_norm,
             resblock_updown=resblock_updown,
             conv_resample=conv_resample,
-            heads=lambda ch: heads_for(ch, num_heads, num_head_channels),
         )
-        channels = skip_channels[-1]
-        self.mid_block = ADMMidBlock(
-            channels, temb_channels, dropout, use_scale_shift_norm, heads_for(channels, num_heads, num_head_channels)
+        self.class_embedding = (
+            nn.Embedding(num_classes + int(null_class_embedding), temb_channels) if num_classes is not None else None
         )
+        widths = level_channels(model_channels, channel_mult)
+        channels = skip_channels[-1]  # the middle block keeps the last stage's width
 
         decoder_heads = num_heads if num_heads_upsample is None else num_heads_upsample
         self.up_blocks = nn.ModuleList()
@@ -145,7 +138,7 @@ class ADMUNet2DModel(ModelMixin, ConfigMixin):
                 )
                 channels = widths[level]
                 block = ADMBlock(resnet=resnet)
-                if factor in attention:
+                if factor in attention_downsample_factors:
                     block.attention = attention_block(channels, heads_for(channels, decoder_heads, num_head_channels))
                 if level and index == num_res_blocks:
                     block.resample = upsampler(
@@ -190,21 +183,21 @@ class ADMUNet2DModel(ModelMixin, ConfigMixin):
             upsampled = F.interpolate(low_res, size=sample.shape[-2:], mode="bilinear")
             sample = torch.cat([sample, upsampled], dim=1)
 
-        timesteps = broadcast_timesteps(timestep, sample.shape[0], sample.device)
-        temb = self.time_embedding(self.time_proj(timesteps).to(self.dtype))
+        temb = embed_timesteps(self, timestep, sample)
         if self.class_embedding is not None:
             temb = temb + self.class_embedding(class_labels.to(sample.device)).to(temb.dtype)
-
-        hidden_states = self.conv_in(sample.to(self.dtype))
-        skips = [hidden_states]
-        for block in self.down_blocks:
-            hidden_states = run_block(self, block, hidden_states, temb)
-            skips.append(hidden_states)
-        hidden_states = run_block(self, self.mid_block, hidden_states, temb)
-        for block in self.up_blocks:
-            hidden_states = torch.cat([hidden_states, skips.pop()], dim=1)
-            hidden_states = run_block(self, block, hidden_states, temb)
-        output = self.conv_out(self.conv_act(self.conv_norm_out(hidden_states)))
+        output = self.body(sample, temb)
         if not return_dict:
             return (output,)
         return ADMUNet2DOutput(sample=output)
+
+    def body(self, sample: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+        """The network after the embeddings: ``[N, in_channels + low_res_channels, H, W]`` (already concatenated) and
+        ``temb`` ``[N, 4·model_channels]`` → ``[N, out_channels, H, W]``. Subclasses that embed more conditioning
+        (e.g. an augmentation level) reuse it."""
+        skips = run_trunk(self, sample, temb)
+        hidden_states = skips.pop()
+        for block in self.up_blocks:
+            hidden_states = torch.cat([hidden_states, skips.pop()], dim=1)
+            hidden_states = run_block(self, block, hidden_states, temb)
+        return self.conv_out(self.conv_act(self.conv_norm_out(hidden_states)))
