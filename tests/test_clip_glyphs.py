@@ -120,6 +120,7 @@ def test_train_clip_command_saves_a_standard_clip_folder(tmp_path):
     metrics = json.loads((tmp_path / "retrieval.json").read_text())
     assert metrics["n"] == 10 and 0 <= metrics["top1"] <= 1 and 0 < metrics["chance"] <= 1
     assert (tmp_path / "model.safetensors").exists()
+    assert "Tiny glyph CLIP" in (tmp_path / "README.md").read_text()
     model = CLIPModel.from_pretrained(tmp_path)
     assert model.config.vision_config.image_size == 16 and model.config.projection_dim == 32
     tokenizer = CLIPTokenizer.from_pretrained(tmp_path)

@@ -131,6 +131,7 @@ def add_parser(subparsers: Any) -> None:
 def _main(args: argparse.Namespace) -> int:
     from ..data.glyphs import load_glyphs
     from ..data.tokenizer import build_glyph_tokenizer
+    from ..training import write_model_card
 
     start = time.perf_counter()
     tokenizer = build_glyph_tokenizer(args.output_dir)
@@ -158,5 +159,9 @@ def _main(args: argparse.Namespace) -> int:
     processor.save_pretrained(args.output_dir)
     with open(os.path.join(args.output_dir, "retrieval.json"), "w") as f:
         json.dump(metrics, f, indent=2)
+    write_model_card(
+        args.output_dir, "unclip_clip", base_model=None, tags=["clip", "unclip"], metrics=metrics,
+        config=model.config.to_dict(), num_images=args.num_images, num_steps=args.num_steps,
+    )
     print(json.dumps(metrics))
     return 0
