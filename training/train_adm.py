@@ -1,0 +1,149 @@
+"""Train a class-conditional ADM U-Net (Nichol & Dhariwal 2021; Dhariwal & Nichol 2021) from scratch.
+
+The objective is improved DDPM's: with ``--variance_type learned_range`` the network outputs ε and the interpolation v
+of Σ_θ = exp(v log β_t + (1 − v) log β̃_t), trained with the hybrid loss L_simple + λ L_vlb (λ = 0.001, the VLB
+through Σ only; ``--loss_type rescaled_mse``); a fixed variance gives Ho et al.'s L_simple. Timesteps are uniform or
+importance-sampled by √E[L_t²] (``--schedule_sampler loss-second-moment``, ND §3.3; its loss history is part of every
+checkpoint). ``--class_dropout p`` replaces the label by the null class (index K) with probability p, so the model
+also supports classifier-free guidance (Ho & Salimans 2021).
+
+    accelerate launch training/train_adm.py --output_dir out/adm-glyphs --characters 0123456789 \\
+        --model_channels 64 --channel_mult 1,2,2 --attention_resolutions 16,8 --max_train_steps 20000 \\
+        --train_batch_size 64 --learning_rate 1e-4 --use_ema --class_dropout 0.1
+
+Data: the glyph world by default, or ``--train_data_dir`` (one sub-folder per class) or ``--dataset_name`` with
+``--image_column`` / ``--label_column``; ``--unconditional`` ignores labels. Output: an ``ADMPipeline`` folder (U-Net
+with EMA weights when ``--use_ema``, scheduler) loadable with ``ADMPipeline.from_pretrained(output_dir)`` or
+``DiffusionPipeline.from_pretrained(output_dir, trust_remote_code=True)``, and its model card.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+import torch
+
+from diffusion_canon.data.labeled_images import LabeledImages, add_labeled_image_args, class_labels, load_labeled_images
+from diffusion_canon.finetune.data import ImageTransform
+from diffusion_canon.models import ADMUNet2DModel
+from diffusion_canon.pipelines import ADMPipeline, save_pipeline_folder
+from diffusion_canon.schedulers import ImprovedDDPMScheduler
+from diffusion_canon.schedulers.gaussian_diffusion import VARIANCE_TYPES
+from diffusion_canon.training import TrainingRun, image_grid, parse_training_args, training_parser, write_model_card
+from diffusion_canon.training.adm_args import add_adm_network_args, add_diffusion_args, diffusion_scheduler, network_kwargs
+from diffusion_canon.training.losses import LOSS_TYPES, training_losses
+from diffusion_canon.training.model_card import template_path
+from diffusion_canon.training.timestep_samplers import LossAwareSampler, create_named_schedule_sampler
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = training_parser(__doc__.split("\n\n")[0], learning_rate=1e-4)
+    add_labeled_image_args(parser)
+    add_diffusion_args(parser)
+    add_adm_network_args(parser, model_channels=64, num_res_blocks=2, dropout=0.1)
+    group = parser.add_argument_group("ADM U-Net and loss")
+    group.add_argument("--variance_type", default="learned_range", choices=VARIANCE_TYPES,
+                       help="learned_range = learned Σ (ND eq. 15); fixed_small / fixed_large = Ho et al.")
+    group.add_argument("--loss_type", default="rescaled_mse", choices=LOSS_TYPES,
+                       help="rescaled_mse with a learned Σ = the hybrid loss; mse = L_simple (+ unscaled L_vlb).")
+    group.add_argument("--unconditional", action="store_true", help="Ignore labels: an unconditional model.")
+    group.add_argument("--class_dropout", type=float, default=0.0,
+                       help="Label dropout p for classifier-free guidance (0.1 is common); >0 adds a null class.")
+    args = parse_training_args(parser, argv)
+    if not 0.0 <= args.class_dropout < 1.0:
+        raise ValueError(f"--class_dropout must lie in [0, 1), got {args.class_dropout}")
+    if args.unconditional and args.class_dropout:
+        raise ValueError(f"--class_dropout {args.class_dropout} needs labels; it cannot go with --unconditional")
+    network_kwargs(args)  # bad network flags fail now
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    template_path("adm_training")  # a checkout without the template fails now, not after training
+
+    # Data: images in [-1, 1] and contiguous class indices (bad columns fail before any model is built).
+    dataset = load_labeled_images(args)
+    labels, names = ([0] * len(dataset), None) if args.unconditional else class_labels(dataset, args.label_column)
+    images = LabeledImages(dataset, args.image_column, labels, ImageTransform(args.resolution, True, args.random_flip))
+    run = TrainingRun(args, "adm")
+
+    # Model: the ADM U-Net; 2C outputs when Σ is learned; a null-class row when labels are dropped.
+    learned = args.variance_type.startswith("learned")
+    unet = ADMUNet2DModel(
+        out_channels=6 if learned else 3, num_classes=None if args.unconditional else len(names),
+        null_class_embedding=args.class_dropout > 0, class_names=names, **network_kwargs(args),
+    )
+    if args.gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
+    scheduler = diffusion_scheduler(args, args.variance_type)
+    sampler = create_named_schedule_sampler(args.schedule_sampler, scheduler)
+    if isinstance(sampler, LossAwareSampler):  # its loss history decides future timesteps: resume needs it
+        run.accelerator.register_for_checkpointing(sampler)
+
+    # Optimizer, LR schedule, EMA, resume: the core.
+    run.trainable(unet.parameters())
+    dataloader = run.dataloader(images)
+    unet = run.prepare(unet)
+    model = run.unwrap(unet)
+    if args.num_validation_images:
+        run.validation = lambda: sample_grid(model, scheduler, None if args.unconditional else len(names), args)
+
+    for batch in run.batches(dataloader):
+        with run.accumulate(unet):
+            x_start = batch["pixel_values"]
+            timesteps, weights = sampler.sample(len(x_start), x_start.device)
+            noise = torch.randn_like(x_start)
+            x_t = scheduler.add_noise(x_start, noise, timesteps)
+            y = None if args.unconditional else batch["class_labels"]
+            if args.class_dropout:  # the null class K stands for "no label"
+                y = torch.where(torch.rand(len(y), device=y.device) < args.class_dropout, len(names), y)
+            output = unet(x_t, scheduler.model_timestep(timesteps), y).sample.float()
+            terms = training_losses(scheduler, output, x_start, x_t, noise, timesteps, args.loss_type)
+            if isinstance(sampler, LossAwareSampler):
+                sampler.update_with_local_losses(timesteps, terms["loss"].detach())
+            run.backward((terms["loss"] * weights).mean())
+
+    images = run.final_validation()  # copies the EMA weights into the U-Net
+    if run.is_main_process:
+        model = run.unwrap(unet).eval()
+        pipe = ADMPipeline(unet=model.half() if args.save_fp16 else model, scheduler=scheduler)
+        save_pipeline_folder(pipe, args.output_dir)
+        write_model_card(
+            args.output_dir, "adm_training", base_model=None, tags=["adm", "class-conditional", "image-generation"],
+            images=[image_grid(images, columns=min(len(images), 10))] if images else [], repo_id=args.hub_model_id if args.push_to_hub else None, steps=run.global_step,
+            args=args, config=dict(model.config), parameters=sum(p.numel() for p in model.parameters()),
+            class_names=names, data=data_description(args, len(dataset)),
+        )
+    run.end()
+
+
+@torch.no_grad()
+def sample_grid(unet: ADMUNet2DModel, scheduler: ImprovedDDPMScheduler, num_classes: int | None,
+                args: argparse.Namespace) -> list:
+    """``--num_validation_images`` samples (classes 0, 1, … in turn) at ``--num_inference_steps`` respaced steps."""
+    was_training = unet.training
+    pipe = ADMPipeline(unet=unet.eval(), scheduler=scheduler)
+    pipe.set_progress_bar_config(disable=True)
+    count = args.num_validation_images
+    labels = None if num_classes is None else [i % num_classes for i in range(count)]
+    images = pipe(labels, batch_size=count, num_inference_steps=args.num_inference_steps,
+                  generator=torch.Generator().manual_seed(args.seed or 0)).images
+    unet.train(was_training)
+    return images
+
+
+def data_description(args: argparse.Namespace, size: int) -> str:
+    if args.train_data_dir:
+        return f"the image folder `{args.train_data_dir}` ({size} images)"
+    if args.dataset_name:
+        return f"the dataset `{args.dataset_name}` ({size} images)"
+    return (f"the glyph world, `load_glyphs({args.resolution}, seed={args.data_seed}, split='train', "
+            f"characters={args.characters!r}, colors={args.colors!r}, backgrounds={args.backgrounds!r}, "
+            f"num_images={size})`")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
