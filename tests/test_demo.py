@@ -10,7 +10,7 @@ from diffusion_canon.demo import DemoSection, image_grid, run_demo
 
 def tiny_section(output):
     Image.new("RGB", (4, 4), (255, 0, 0)).save(output / "tiny.png")
-    return DemoSection("Tiny <pipeline>", "a section added by appending one provider", [("tiny.png", "red")], [["a"], ["1"]])
+    return DemoSection("Tiny <pipeline>", "added by appending one provider", [("tiny.png", "red")], [["a"], ["1"]])
 
 
 def broken_section(output):

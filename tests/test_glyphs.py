@@ -61,12 +61,12 @@ def test_same_seed_same_pixels_and_subsets_reproducible():
 
 
 def test_three_thousand_distinct_images_quickly():
-    start = time.perf_counter()
+    # CPU time, not wall time: the bar (5 s here) must hold when other jobs share the machine
+    start = time.process_time()
     ds = load_glyphs(num_images=3000, seed=11)
-    seconds = time.perf_counter() - start
+    seconds = time.process_time() - start
     assert len({digest(image) for image in pixels(ds)}) == 3000
-    # the bar is 5 s on an idle 2-core machine; the margin absorbs CPU contention in CI
-    assert seconds < 10, f"3000 glyphs took {seconds:.1f} s"
+    assert seconds < 5, f"3000 glyphs took {seconds:.1f} s of CPU time"
 
 
 def test_splits_are_disjoint_and_held_out_is_held_out():

@@ -57,7 +57,8 @@ def run_demo(output: str | Path = "outputs/demo", sections: Sequence[str] | None
             failed.append(provider)
             error = traceback.format_exc()
             print(error)
-            blocks.append(f'<section class="error"><h2>{html.escape(provider)} failed</h2><pre>{html.escape(error)}</pre></section>')
+            title = f"{html.escape(provider)} failed"
+            blocks.append(f'<section class="error"><h2>{title}</h2><pre>{html.escape(error)}</pre></section>')
     index = output / "index.html"
     index.write_text(_PAGE.format(body="\n".join(blocks)), encoding="utf-8")
     return index, failed
@@ -153,7 +154,8 @@ def glyph_classifier_section(output: Path) -> DemoSection:
 def _section_html(section: DemoSection, seconds: float) -> str:
     parts = [f"<section><h2>{html.escape(section.title)}</h2>", f"<p>{html.escape(section.description)}</p>"]
     for path, caption in section.images:
-        parts.append(f'<figure><img src="{html.escape(path)}" alt=""><figcaption>{html.escape(caption)}</figcaption></figure>')
+        image = f'<img src="{html.escape(path)}" alt="{html.escape(caption)}">'
+        parts.append(f"<figure>{image}<figcaption>{html.escape(caption)}</figcaption></figure>")
     if section.table:
         header, *rows = section.table
         parts.append("<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>")

@@ -87,7 +87,8 @@ FONTS: tuple[str, ...] = tuple(_FONT_FILES)
 STYLES: tuple[str, ...] = ("regular", "bold", "italic", "bold-italic", "outline")
 # every family can be drawn in outline (its bold face when it has one)
 FONT_STYLES: dict[str, tuple[str, ...]] = {
-    font: tuple(style for style in STYLES if style in files or style == "outline") for font, files in _FONT_FILES.items()
+    font: tuple(style for style in STYLES if style in files or style == "outline")
+    for font, files in _FONT_FILES.items()
 }
 HELD_OUT_FONTS: tuple[str, ...] = ("cm-typewriter",)
 HELD_OUT_STYLES: tuple[str, ...] = ("outline",)
@@ -252,7 +253,9 @@ def glyph_specs(
         raise ValueError(f"num_images must be an int >= 1, got {num_images!r}")
     chars = _select("characters", characters, CHARACTERS)
     font_styles = _font_style_pairs(split, _select("fonts", fonts, FONTS), _select("styles", styles, STYLES))
-    inks = _ink_paper_pairs(_select("colors", colors, tuple(COLORS)), _select("backgrounds", backgrounds, tuple(BACKGROUNDS)))
+    inks = _ink_paper_pairs(
+        _select("colors", colors, tuple(COLORS)), _select("backgrounds", backgrounds, tuple(BACKGROUNDS))
+    )
     chosen_fonts = list(font_styles)
     chosen_inks = list(inks)
     specs = []
@@ -403,9 +406,10 @@ def _ink_paper_pairs(colors: tuple[str, ...], backgrounds: tuple[str, ...]) -> d
         if papers:
             pairs[color] = papers
     if not pairs:
+        drawable = {c: _ink_paper_pairs((c,), tuple(BACKGROUNDS))[c] for c in COLORS}
         raise ValueError(
             f"colors={list(colors)} with backgrounds={list(backgrounds)} leaves no images: no pair has enough "
-            f"contrast; e.g. {[(c, b) for c in COLORS for b in BACKGROUNDS if _contrast(COLORS[c], BACKGROUNDS[b]) >= _MIN_CONTRAST][:6]}"
+            f"contrast; the backgrounds each colour is drawn on: {drawable}"
         )
     return pairs
 

@@ -3,8 +3,7 @@
 It is the project's measuring instrument: :func:`class_accuracy` reads its character head, :func:`predict_glyphs`
 both heads, and cFID (:mod:`.frechet`) its penultimate features. It is trained on renders from the glyph world's
 "train" and "held_out" splits under a seed of its own (so the held-out font is recognised too) and is scored on the
-"test" and "held_out" splits at seed 0, which are different renders (the "held_out" split itself, at the recipe's seed, is a
-different draw). The trained weights are cached (safetensors,
+"test" and "held_out" splits at seed 0: different draws from the ones it was trained on. The trained weights are cached (safetensors,
 ``save_pretrained`` layout) under ``$DIFFUSION_CANON_CACHE`` (default ``~/.cache/diffusion_canon``) and retrained
 when absent, which takes about a minute on one CPU core.
 """
@@ -63,7 +62,8 @@ class GlyphClassifier(ModelMixin, ConfigMixin):
     ):
         super().__init__()
         # the stem already halves the resolution: 32x32 glyphs are legible at 16x16 features, at half the compute
-        layers: list[nn.Module] = [nn.Conv2d(3, channels[0], 3, stride=2, padding=1), nn.BatchNorm2d(channels[0]), nn.ReLU()]
+        stem = nn.Conv2d(3, channels[0], 3, stride=2, padding=1)
+        layers: list[nn.Module] = [stem, nn.BatchNorm2d(channels[0]), nn.ReLU()]
         width = channels[0]
         for i, out in enumerate(channels):
             if i:
@@ -84,7 +84,8 @@ class GlyphClassifier(ModelMixin, ConfigMixin):
         """``forward`` in eval mode over any image batch format (see :func:`.images.images_to_tensor`)."""
         batch = images_to_tensor(images, self.config.resolution)
         self.eval()
-        outputs = [self(batch[i : i + batch_size].to(self.device, self.dtype)) for i in range(0, len(batch), batch_size)]
+        chunks = batch.to(self.device, self.dtype).split(batch_size)
+        outputs = [self(chunk) for chunk in chunks]
         return tuple(torch.cat([output[k] for output in outputs]).float().cpu() for k in range(3))  # type: ignore
 
 
@@ -204,7 +205,9 @@ def predict_glyphs(images: ImageBatch, classifier: GlyphClassifier | None = None
     }
 
 
-def class_accuracy(images: ImageBatch, labels, head: str = "character", classifier: GlyphClassifier | None = None) -> float:
+def class_accuracy(
+    images: ImageBatch, labels, head: str = "character", classifier: GlyphClassifier | None = None
+) -> float:
     """Fraction of images the classifier reads as their intended class.
 
     Args:

@@ -50,7 +50,7 @@ def images_to_tensor(images: ImageBatch, resolution: int) -> torch.Tensor:
         raise ValueError("images is an empty batch")
     batch = batch.expand(-1, 3, -1, -1) if batch.shape[1] == 1 else batch
     if batch.shape[-2:] != (resolution, resolution):
-        batch = F.interpolate(batch, size=(resolution, resolution), mode="bilinear", antialias=True, align_corners=False)
+        batch = F.interpolate(batch, size=(resolution, resolution), mode="bilinear", antialias=True)
     return batch.clamp(0, 1).contiguous()
 
 
