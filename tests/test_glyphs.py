@@ -142,7 +142,7 @@ def test_captions_name_the_character_and_vary():
         character = CHARACTERS[label]
         kind = "digit" if character.isdigit() else "letter"
         assert re.search(rf"\b{kind} {character}\b", caption), caption
-        assert "  " not in caption and " ," not in caption and "{" not in caption
+        assert "  " not in caption and " ," not in caption and ",," not in caption and "{" not in caption
         assert not re.search(r"\ba [aeiou]", caption) and not re.search(r"\ban [^aeiou ]", caption), caption
     assert len(set(ds["caption"])) > 400
     assert any("red" in c for c in ds["caption"]) and any("monospace" in c for c in ds["caption"])

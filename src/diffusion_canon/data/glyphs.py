@@ -45,6 +45,7 @@ __all__ = [
     "HELD_OUT_STYLES",
     "SPLITS",
     "STYLES",
+    "font_path",
     "glyph_specs",
     "load_glyphs",
     "render_glyph",
@@ -435,7 +436,7 @@ def _caption(rng: np.random.Generator, character: str, font: str, style: str, co
         "font": _FONT_WORDS[font][0],
         "font_name": _FONT_WORDS[font][1],
     }
-    text = " ".join(template.format(a="{a}", **words).split()).replace(" ,", ",")
+    text = " ".join(template.format(a="{a}", **words).split()).replace(" ,", ",").replace(",,", ",")
     if "{a}" in text:
         following = text.split("{a} ", 1)[1]
         text = text.replace("{a}", "an" if following[0].lower() in "aeiou" else "a", 1)
