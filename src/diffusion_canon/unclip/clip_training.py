@@ -118,7 +118,7 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--resolution", type=int, default=32)
     parser.add_argument("--num_images", type=int, default=4096, help="training images from load_glyphs(split='train')")
     parser.add_argument("--num_eval_images", type=int, default=100, help="held-out retrieval batch size N")
-    parser.add_argument("--num_steps", type=int, default=1500)
+    parser.add_argument("--num_steps", type=int, default=600)
     parser.add_argument("--batch_size", type=int, default=128)
     parser.add_argument("--learning_rate", type=float, default=2e-3)
     parser.add_argument("--projection_dim", type=int, default=32)
