@@ -29,9 +29,13 @@ import functools
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+
+if TYPE_CHECKING:
+    import datasets
 
 __all__ = [
     "BACKGROUNDS",
@@ -181,7 +185,7 @@ def load_glyphs(
     num_images: int | None = None,
     resolutions: Sequence[int] | None = None,
     backgrounds: Iterable[str] | str | None = None,
-):
+) -> datasets.Dataset:
     """Render the glyph world as a ``datasets.Dataset``.
 
     Args:

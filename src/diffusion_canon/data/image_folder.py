@@ -5,8 +5,12 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PIL import Image
+
+if TYPE_CHECKING:
+    import datasets
 
 __all__ = ["load_image_folder"]
 
@@ -20,7 +24,7 @@ def load_image_folder(
     caption_column: str | None = None,
     split: str = "train",
     cache_dir: str | os.PathLike | None = None,
-):
+) -> datasets.Dataset:
     """Load every image under ``path`` (recursively) with optional captions.
 
     Captions come from a ``metadata.jsonl`` (or .csv / .parquet) next to the images, one row per image with a
