@@ -132,3 +132,42 @@ def test_bad_input(prior):
         UnCLIPPriorTransformer(width=10, num_heads=4)
     with pytest.raises(ValueError, match="both be 0"):
         UnCLIPPriorTransformer(text_hidden_size=0, num_text_tokens=4)
+
+
+def test_karlo_prior_transformer_weights_give_diffusers_outputs():
+    from diffusers import PriorTransformer
+
+    torch.manual_seed(0)
+    reference = PriorTransformer(num_attention_heads=2, attention_head_dim=8, num_layers=2, embedding_dim=D,
+                                 num_embeddings=L, additional_embeddings=4).eval()
+    with torch.no_grad():  # diffusers zero-initialises these; random values make the comparison bite
+        for name in ("positional_embedding", "prd_embedding", "clip_mean"):
+            getattr(reference, name).normal_()
+        reference.clip_std.uniform_(0.5, 2.0)
+    g = torch.Generator().manual_seed(1)
+    null_embeds, null_tokens = torch.randn(D, generator=g), torch.randn(L, D, generator=g)
+    null_mask = torch.tensor([1, 1, 0, 0, 0, 0])
+    ours = UnCLIPPriorTransformer.from_diffusers_prior(reference, null_embeds, null_tokens, null_mask).eval()
+
+    x, text, tokens = torch.randn(B, D, generator=g), torch.randn(B, D, generator=g), torch.randn(B, L, D, generator=g)
+    mask = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0], [1, 1, 0, 0, 0, 0]])
+    t = torch.tensor([3, 400, 999])
+    with torch.no_grad():
+        expected = reference(x, t, proj_embedding=text, encoder_hidden_states=tokens, attention_mask=mask)
+        got = ours(x, t, text, tokens, mask).predicted_image_embedding
+        torch.testing.assert_close(got, expected.predicted_image_embedding, atol=1e-5, rtol=1e-5)
+        # the pitfall: without an attention mask diffusers attends bidirectionally (row 0 has no padding)
+        unmasked = reference(x, t, proj_embedding=text, encoder_hidden_states=tokens).predicted_image_embedding
+        assert not torch.allclose(unmasked[0], got[0], atol=1e-3)
+        # the null condition is diffusers' forward on the empty prompt's encoding
+        expected_null = reference(x, t, proj_embedding=null_embeds.expand(B, D),
+                                  encoder_hidden_states=null_tokens.expand(B, L, D), attention_mask=null_mask.expand(B, L))
+        got_null = ours(x, t, text, tokens, mask, keep_condition=torch.zeros(B, dtype=torch.bool))
+        torch.testing.assert_close(got_null.predicted_image_embedding, expected_null.predicted_image_embedding,
+                                   atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(ours.unnormalize_image_embeds(x), reference.post_process_latents(x))
+
+    kandinsky_like = PriorTransformer(num_attention_heads=2, attention_head_dim=8, num_layers=1, embedding_dim=D,
+                                      num_embeddings=L, norm_in_type="layer")
+    with pytest.raises(ValueError, match="norm_in_type"):
+        UnCLIPPriorTransformer.from_diffusers_prior(kandinsky_like, null_embeds, null_tokens, null_mask)

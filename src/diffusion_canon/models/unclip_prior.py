@@ -107,9 +107,73 @@ class UnCLIPPriorTransformer(ModelMixin, ConfigMixin):
         self.blocks = nn.ModuleList(CausalSelfAttentionBlock(width, num_heads, dropout) for _ in range(num_layers))
         self.norm_out = nn.LayerNorm(width)
         self.proj_out = nn.Linear(width, embedding_dim)
+        # which null tokens are visible (all, for a learned null; a converted model keeps its empty prompt's mask)
+        self.register_buffer("null_text_mask", torch.ones(num_text_tokens, dtype=torch.bool))
         # unset (std 0) until set_embedding_stats; saved with the weights
         self.register_buffer("clip_mean", torch.zeros(embedding_dim))
         self.register_buffer("clip_std", torch.zeros(embedding_dim))
+
+    # -- diffusers PriorTransformer weights -------------------------------------------------------------------------
+    @classmethod
+    def from_diffusers_prior(
+        cls,
+        prior: torch.nn.Module,
+        null_text_embeds: torch.Tensor,
+        null_token_encodings: torch.Tensor,
+        null_attention_mask: torch.Tensor,
+    ) -> UnCLIPPriorTransformer:
+        """Convert a diffusers ``PriorTransformer`` in the Karlo layout (linear token projection, "prd" query, no
+        input norms) — same token order, blocks and embeddings, so the outputs agree with diffusers' forward *with* an
+        attention mask (diffusers drops its causal mask without one).
+
+        Karlo's guidance uses the CLIP encoding of the empty prompt as the unconditional input; it becomes this
+        model's null condition. Get it with ``encode_prompts(text_encoder, tokenizer, [""])``:
+
+        Args:
+            null_text_embeds: (D,) or (1, D) z_t of "".
+            null_token_encodings: (L, D) or (1, L, D) token encodings of "".
+            null_attention_mask: (L,) or (1, L) tokenizer mask of "".
+        """
+        config = prior.config
+        karlo = {"norm_in_type": None, "embedding_proj_norm_type": None, "encoder_hid_proj_type": "linear",
+                 "added_emb_type": "prd", "time_embed_act_fn": "silu", "time_embed_dim": None,
+                 "embedding_proj_dim": None, "clip_embed_dim": None}
+        differing = {key: config[key] for key, value in karlo.items() if config[key] != value}
+        if differing:
+            raise ValueError(f"only the Karlo PriorTransformer layout {karlo} converts; this one has {differing}")
+        width = config.num_attention_heads * config.attention_head_dim
+        model = cls(
+            embedding_dim=config.embedding_dim, text_hidden_size=config.embedding_dim,
+            num_text_tokens=config.num_embeddings, width=width, num_layers=config.num_layers,
+            num_heads=config.num_attention_heads, dropout=config.dropout,
+        )
+        source = prior.state_dict()
+        state = {
+            "query": source["prd_embedding"].reshape(width),
+            "position_embedding": source["positional_embedding"][0],
+            "clip_mean": source["clip_mean"].reshape(-1),
+            "clip_std": source["clip_std"].reshape(-1),
+        }
+        renames = {"time_embedding.": "time_embedding.", "proj_in.": "image_embed_proj.",
+                   "embedding_proj.": "text_embed_proj.", "encoder_hidden_states_proj.": "text_tokens_proj.",
+                   "norm_out.": "norm_out.", "proj_to_clip_embeddings.": "proj_out."}
+        for old, new in renames.items():
+            state.update({new + k[len(old):]: v for k, v in source.items() if k.startswith(old)})
+        for i in range(config.num_layers):
+            block = f"transformer_blocks.{i}."
+            for kind in ("weight", "bias"):
+                state[f"blocks.{i}.qkv.{kind}"] = torch.cat(
+                    [source[f"{block}attn1.to_{x}.{kind}"] for x in "qkv"])
+                for old, new in (("attn1.to_out.0", "out"), ("norm1", "norm1"), ("norm3", "norm2"),
+                                 ("ff.net.0.proj", "mlp.0"), ("ff.net.2", "mlp.2")):
+                    state[f"blocks.{i}.{new}.{kind}"] = source[f"{block}{old}.{kind}"]
+        with torch.no_grad():
+            state["null_text_embed"] = prior.embedding_proj(null_text_embeds.reshape(1, -1).to(prior.dtype))[0]
+            tokens = null_token_encodings.reshape(config.num_embeddings, -1).to(prior.dtype)
+            state["null_text_tokens"] = prior.encoder_hidden_states_proj(tokens)
+        state["null_text_mask"] = null_attention_mask.reshape(-1).bool()
+        model.load_state_dict(state, strict=True)
+        return model
 
     # -- embedding statistics -------------------------------------------------------------------------------------
     @property
@@ -191,7 +255,8 @@ class UnCLIPPriorTransformer(ModelMixin, ConfigMixin):
             keep = keep_condition.to(time.device).bool()
             text = torch.where(keep[:, None], text, self.null_text_embed)
             tokens = torch.where(keep[:, None, None], tokens, self.null_text_tokens)
-            key_valid[:, : c.num_text_tokens] |= ~keep[:, None]  # null tokens are all visible
+            key_valid[:, : c.num_text_tokens] = torch.where(keep[:, None], key_valid[:, : c.num_text_tokens],
+                                                            self.null_text_mask)
         sequence = torch.cat(
             [tokens, text[:, None], time[:, None], self.image_embed_proj(noised_image_embeds.to(dtype))[:, None],
              self.query.expand(b, 1, -1)],
