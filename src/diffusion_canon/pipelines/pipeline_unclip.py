@@ -1,0 +1,372 @@
+"""unCLIP (Ramesh et al. 2022): text → CLIP image embedding (the diffusion prior) → image (the decoder), and image
+variations (an input image's CLIP embedding → the decoder, no prior).
+
+The decoder is an ADM U-Net conditioned on the image embedding z_i and optionally the caption's token encodings
+(:class:`~diffusion_canon.models.unclip_decoder.UnCLIPDecoderUNet2DModel`), sampled with the improved-DDPM scheduler
+(learned Σ). Classifier-free guidance drops both conditions for the unconditional pass,
+ε̃ = ε(x_t, ∅, ∅) + w·(ε(x_t, z_i, y) − ε(x_t, ∅, ∅)); Σ is the conditional pass's. An optional super-resolution
+pipeline (the cascade's ``SuperResolutionPipeline``) can upsample the decoder's images.
+
+RNG contract: with one ``torch.Generator``, the prior draws first (its initial noise, then each step's, see
+:mod:`.pipeline_unclip_prior`), then the decoder draws its initial noise ``(B, C, H, W)`` and each stochastic step's noise
+of that shape, in sampling order, then the super-resolution stage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+# the loader bases in this namespace let diffusers accept this module as the components' library (see hub.py)
+from diffusers import DiffusionPipeline, ModelMixin, SchedulerMixin  # noqa: F401
+from diffusers.utils import BaseOutput
+from diffusers.utils.torch_utils import randn_tensor
+
+from ..models.clip_glyphs import CLIPImageProcessor, encode_images, encode_prompts
+from ..models.unclip_decoder import UnCLIPDecoderUNet2DModel
+from ..models.unclip_prior import UnCLIPPriorTransformer
+from ..schedulers import ImprovedDDPMScheduler
+from ..schedulers.improved_diffusion_base import ImprovedDiffusionScheduler
+from .hub import FolderPipelineMixin
+from .pipeline_unclip_prior import UnCLIPPriorPipeline, check_positive_int, check_prompts
+
+OUTPUT_TYPES = ("pil", "np", "pt", "latent")
+StepCallback = Callable[[DiffusionPipeline, int, torch.Tensor, dict[str, Any]], dict[str, Any]]
+
+
+@dataclass
+class UnCLIPPipelineOutput(BaseOutput):
+    """``images``: PIL list, NHWC array or NCHW tensor in [0, 1] (or x_0 in [−1, 1] for "latent"), B rows;
+    ``image_embeds`` ``(B, D)``: the CLIP image embeddings the decoder was conditioned on."""
+
+    images: Any
+    image_embeds: torch.Tensor
+
+
+def check_guidance(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
+    return float(value)
+
+
+def guided_decoder_output(
+    decoder: UnCLIPDecoderUNet2DModel,
+    latents: torch.Tensor,
+    model_timestep: torch.Tensor,
+    image_embeds: torch.Tensor,
+    tokens: torch.Tensor | None,
+    guidance_scale: float,
+) -> torch.Tensor:
+    """The decoder output ``(B, out_channels, H, W)`` float32 for x_t ``(B, C, H, W)``, with classifier-free guidance
+    on ε when ``guidance_scale != 1``: ε̃ = ε(∅, ∅) + w·(ε(z_i, y) − ε(∅, ∅)); Σ from the conditional pass."""
+    if guidance_scale == 1.0:
+        return decoder(latents, model_timestep, image_embeds, tokens).sample.float()
+    b = latents.shape[0]
+    keep = torch.cat([torch.ones(b, dtype=torch.bool), torch.zeros(b, dtype=torch.bool)]).to(latents.device)
+    twice = lambda x: None if x is None else torch.cat([x, x])  # noqa: E731
+    output = decoder(twice(latents), twice(model_timestep), twice(image_embeds), twice(tokens), keep_image=keep,
+                     keep_text=keep).sample.float()
+    conditional, unconditional = output.chunk(2)
+    c = latents.shape[1]
+    eps = unconditional[:, :c] + guidance_scale * (conditional[:, :c] - unconditional[:, :c])
+    return torch.cat([eps, conditional[:, c:]], dim=1)
+
+
+def decoder_sample_loop(
+    decoder: UnCLIPDecoderUNet2DModel,
+    scheduler: ImprovedDiffusionScheduler,
+    latents: torch.Tensor,
+    image_embeds: torch.Tensor,
+    tokens: torch.Tensor | None,
+    guidance_scale: float,
+    generator: torch.Generator | None = None,
+    progress: Callable[[Any], Any] = lambda steps: steps,
+    callback: Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """Ancestral sampling from x_T = ``latents`` ``(B, C, H, W)`` over ``scheduler.timesteps`` (call
+    ``set_timesteps`` first) → x_0 in [−1, 1]. ``callback(step, t, latents)`` may return replacement latents."""
+    b = latents.shape[0]
+    for step, t in enumerate(progress(scheduler.timesteps)):
+        model_timestep = scheduler.model_timestep(t).to(latents.device).expand(b)
+        output = guided_decoder_output(decoder, latents, model_timestep, image_embeds, tokens, guidance_scale)
+        latents = scheduler.step(output, t, latents, generator=generator).prev_sample
+        if callback is not None:
+            latents = callback(step, t, latents)
+    return latents
+
+
+class UnCLIPPipeline(FolderPipelineMixin, DiffusionPipeline):
+    r"""unCLIP text-to-image (prior + decoder) and image variations (decoder only).
+
+    Components:
+        decoder: :class:`~diffusion_canon.models.unclip_decoder.UnCLIPDecoderUNet2DModel`.
+        decoder_scheduler: :class:`~diffusion_canon.schedulers.ImprovedDDPMScheduler` the decoder was trained with.
+        text_encoder: ``transformers.CLIPTextModelWithProjection`` (z_t and the token encodings).
+        tokenizer: ``transformers.CLIPTokenizer``.
+        prior, prior_scheduler: optional :class:`~diffusion_canon.models.unclip_prior.UnCLIPPriorTransformer` and its
+            x0-predicting scheduler (needed for prompts).
+        image_encoder, image_processor: optional ``CLIPVisionModelWithProjection`` and ``CLIPImageProcessor``
+            (needed for image variations).
+    All must share the CLIP embedding dimension D; :meth:`check_components` says which one does not.
+    """
+
+    model_cpu_offload_seq = "text_encoder->prior->image_encoder->decoder"
+    _optional_components = ["prior", "prior_scheduler", "image_encoder", "image_processor"]
+    _callback_tensor_inputs = ["latents"]
+
+    def __init__(
+        self,
+        decoder: UnCLIPDecoderUNet2DModel,
+        decoder_scheduler: ImprovedDiffusionScheduler,
+        text_encoder: Any,
+        tokenizer: Any,
+        prior: UnCLIPPriorTransformer | None = None,
+        prior_scheduler: ImprovedDiffusionScheduler | None = None,
+        image_encoder: Any = None,
+        image_processor: CLIPImageProcessor | None = None,
+    ):
+        super().__init__()
+        self.register_modules(
+            decoder=decoder, decoder_scheduler=decoder_scheduler, text_encoder=text_encoder, tokenizer=tokenizer,
+            prior=prior, prior_scheduler=prior_scheduler, image_encoder=image_encoder, image_processor=image_processor,
+        )
+        self.check_components()
+
+    # -- components ----------------------------------------------------------------------------------------------
+
+    def check_components(self) -> None:
+        """Every embedding dimension must agree: decoder ↔ CLIP text ↔ CLIP image ↔ prior; ``ValueError`` otherwise."""
+        decoder = self.decoder.config
+        dims = {"CLIP text encoder projection_dim": self.text_encoder.config.projection_dim}
+        if self.image_encoder is not None:
+            dims["CLIP image encoder projection_dim"] = self.image_encoder.config.projection_dim
+        if self.prior is not None:
+            dims["prior embedding_dim"] = self.prior.config.embedding_dim
+        for name, dim in dims.items():
+            if dim != decoder.embedding_dim:
+                raise ValueError(f"decoder embedding_dim={decoder.embedding_dim} does not match the {name}={dim}")
+        if decoder.text_hidden_size not in (0, self.text_encoder.config.hidden_size):
+            raise ValueError(
+                f"decoder text_hidden_size={decoder.text_hidden_size} does not match the CLIP text encoder's "
+                f"hidden_size={self.text_encoder.config.hidden_size} (or 0 for no text conditioning)"
+            )
+        if decoder.num_text_tokens not in (0, self.tokenizer.model_max_length):
+            raise ValueError(
+                f"decoder num_text_tokens={decoder.num_text_tokens} does not match the tokenizer's "
+                f"model_max_length={self.tokenizer.model_max_length}"
+            )
+        if (self.prior is None) != (self.prior_scheduler is None):
+            raise ValueError("prior and prior_scheduler must be given together")
+        if (self.image_encoder is None) != (self.image_processor is None):
+            raise ValueError("image_encoder and image_processor must be given together")
+
+    @property
+    def prior_pipeline(self) -> UnCLIPPriorPipeline:
+        """The prior as an :class:`UnCLIPPriorPipeline` sharing this pipeline's text encoder and tokenizer."""
+        if self.prior is None:
+            raise ValueError("this UnCLIPPipeline has no prior: prompts need one (image variations do not)")
+        pipe = UnCLIPPriorPipeline(self.prior, self.text_encoder, self.tokenizer, self.prior_scheduler)
+        pipe.set_progress_bar_config(**getattr(self, "_progress_bar_config", {}))
+        return pipe
+
+    @torch.no_grad()
+    def encode_image(self, images: Any) -> torch.Tensor:
+        """CLIP image embeddings ``(N, D)`` of images (PIL list, NHWC array or NCHW tensor in [0, 1])."""
+        if self.image_encoder is None:
+            raise ValueError("this UnCLIPPipeline has no image_encoder/image_processor: image variations need them")
+        return encode_images(self.image_encoder, self.image_processor, images).float()
+
+    def text_tokens(self, prompts: Sequence[str] | None, device: torch.device) -> torch.Tensor | None:
+        """The decoder's text input: CLIP token encodings ``(N, L, H)``, or None (no text conditioning / no prompt)."""
+        if prompts is None or not self.decoder.config.text_hidden_size:
+            return None
+        return encode_prompts(self.text_encoder, self.tokenizer, prompts, device=device)[1]
+
+    # -- the decoder -------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def decode(
+        self,
+        image_embeds: torch.Tensor,
+        text_token_encodings: torch.Tensor | None = None,
+        num_inference_steps: int | None = None,
+        timestep_respacing: str | None = None,
+        guidance_scale: float = 3.0,
+        generator: torch.Generator | None = None,
+        latents: torch.Tensor | None = None,
+        output_type: str = "pil",
+        callback_on_step_end: StepCallback | None = None,
+        callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
+    ) -> Any:
+        """Sample images from CLIP image embeddings ``(B, D)`` (optionally with token encodings ``(B, L, H)``).
+
+        ``image_embeds`` may be any vectors in CLIP's space: the prior's samples, an image's embedding, or a caption's
+        text embedding z_t (DALL-E 2 §5.1's "no prior" baseline). Returns the images in ``output_type``."""
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
+        guidance_scale = check_guidance("guidance_scale", guidance_scale)
+        extra = set(callback_on_step_end_tensor_inputs) - set(self._callback_tensor_inputs)
+        if extra:
+            raise ValueError(
+                f"callback_on_step_end_tensor_inputs may only hold {self._callback_tensor_inputs}, got {sorted(extra)}"
+            )
+        config = self.decoder.config
+        if image_embeds.ndim != 2 or image_embeds.shape[1] != config.embedding_dim:
+            raise ValueError(
+                f"image_embeds must have shape (B, embedding_dim={config.embedding_dim}), got {tuple(image_embeds.shape)}"
+            )
+        device = self._execution_device
+        b = image_embeds.shape[0]
+        shape = (b, config.in_channels, config.sample_size, config.sample_size)
+        if latents is None:
+            latents = randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
+        elif tuple(latents.shape) != shape:
+            raise ValueError(f"latents have shape {tuple(latents.shape)}, expected {shape}")
+        latents = latents.to(device=device, dtype=torch.float32)
+        image_embeds = image_embeds.to(device)
+        tokens = None if text_token_encodings is None else text_token_encodings.to(device)
+
+        def callback(step: int, t: torch.Tensor, current: torch.Tensor) -> torch.Tensor:
+            tensors = {name: {"latents": current}[name] for name in callback_on_step_end_tensor_inputs}
+            return callback_on_step_end(self, step, t, tensors).get("latents", current)
+
+        self.decoder_scheduler.set_timesteps(num_inference_steps=num_inference_steps,
+                                             timestep_respacing=timestep_respacing, device=device)
+        latents = decoder_sample_loop(self.decoder, self.decoder_scheduler, latents, image_embeds, tokens,
+                                      guidance_scale, generator, self.progress_bar,
+                                      callback if callback_on_step_end is not None else None)
+        self.maybe_free_model_hooks()
+        return self.postprocess(latents, output_type)
+
+    def postprocess(self, latents: torch.Tensor, output_type: str) -> Any:
+        if output_type == "latent":
+            return latents
+        images = ((latents + 1) / 2).clamp(0, 1)
+        if output_type == "pt":
+            return images
+        images = images.permute(0, 2, 3, 1).cpu().numpy()
+        return self.numpy_to_pil(images) if output_type == "pil" else images
+
+    def upsample(self, images: torch.Tensor, super_resolution: DiffusionPipeline | None, generator: Any,
+                 output_type: str, kwargs: dict[str, Any] | None) -> Any:
+        """``images`` ``(B, C, H, W)`` in [−1, 1] (the decoder's x_0) → the final output, through the optional SR stage."""
+        if super_resolution is None:
+            return self.postprocess(images, output_type)
+        result = super_resolution(low_res=((images + 1) / 2).clamp(0, 1), generator=generator,
+                                  output_type=output_type, **(kwargs or {}))
+        return result.images
+
+    # -- entry points ----------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str | Sequence[str] | None = None,
+        num_images_per_prompt: int = 1,
+        prior_num_inference_steps: int | None = 25,
+        prior_guidance_scale: float = 4.0,
+        num_candidates: int = 1,
+        num_inference_steps: int | None = 25,
+        timestep_respacing: str | None = None,
+        guidance_scale: float = 3.0,
+        condition_on_text: bool = True,
+        generator: torch.Generator | None = None,
+        latents: torch.Tensor | None = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+        super_resolution: DiffusionPipeline | None = None,
+        super_resolution_kwargs: dict[str, Any] | None = None,
+        callback_on_step_end: StepCallback | None = None,
+        callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
+    ) -> UnCLIPPipelineOutput | tuple:
+        r"""Text to image: the prior samples z_i for each prompt, the decoder turns z_i (and the caption) into an image.
+
+        Args:
+            prompt: a string or a non-empty list of strings.
+            num_images_per_prompt: images per prompt (B = len(prompts) · num_images_per_prompt, prompt-major).
+            prior_num_inference_steps, prior_guidance_scale, num_candidates: the prior's respaced steps, guidance
+                weight and rerank candidates (the best of ``num_candidates`` by CLIP similarity to the caption).
+            num_inference_steps / timestep_respacing, guidance_scale: the decoder's schedule and guidance weight w.
+            condition_on_text: also give the decoder the caption's token encodings (text-conditioned decoders only).
+            generator, latents: the RNG (module docstring) and optional decoder x_T ``(B, C, H, W)``.
+            output_type: "pil", "np" (NHWC in [0, 1]), "pt" (NCHW in [0, 1]) or "latent" (x_0 in [−1, 1]).
+            super_resolution, super_resolution_kwargs: an optional SR pipeline called as
+                ``super_resolution(low_res=images, generator=generator, output_type=output_type, **kwargs)``.
+            callback_on_step_end: ``callback(pipe, step, timestep, {"latents": ...}) -> dict`` after each decoder step.
+        """
+        prompts = check_prompts(prompt)
+        num_images_per_prompt = check_positive_int("num_images_per_prompt", num_images_per_prompt)
+        check_positive_int("num_candidates", num_candidates)
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
+        self.check_components()
+        prior = self.prior_pipeline(
+            prompts, num_images_per_prompt=num_images_per_prompt, num_inference_steps=prior_num_inference_steps,
+            guidance_scale=check_guidance("prior_guidance_scale", prior_guidance_scale),
+            num_candidates=num_candidates, generator=generator,
+        )
+        tokens = prior.text_token_encodings if condition_on_text and self.decoder.config.text_hidden_size else None
+        images = self.decode(
+            prior.image_embeds, tokens, num_inference_steps, timestep_respacing, guidance_scale, generator, latents,
+            "latent", callback_on_step_end, callback_on_step_end_tensor_inputs,
+        )
+        images = self.upsample(images, super_resolution, generator, output_type, super_resolution_kwargs)
+        if not return_dict:
+            return images, prior.image_embeds
+        return UnCLIPPipelineOutput(images=images, image_embeds=prior.image_embeds)
+
+    @torch.no_grad()
+    def variations(
+        self,
+        image: Any,
+        num_images_per_image: int = 1,
+        prompt: str | Sequence[str] | None = None,
+        num_inference_steps: int | None = 25,
+        timestep_respacing: str | None = None,
+        guidance_scale: float = 3.0,
+        generator: torch.Generator | None = None,
+        latents: torch.Tensor | None = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+        super_resolution: DiffusionPipeline | None = None,
+        super_resolution_kwargs: dict[str, Any] | None = None,
+    ) -> UnCLIPPipelineOutput | tuple:
+        r"""Image variations (DALL-E 2 §3.1): decode an input image's CLIP embedding with fresh noise.
+
+        Args:
+            image: a PIL image, a list of them, an NHWC array or an NCHW tensor in [0, 1].
+            num_images_per_image: variations per input image (image-major).
+            prompt: optional captions (one, or one per input image) for a text-conditioned decoder; ``None`` = none.
+            the rest: as :meth:`__call__`.
+        """
+        if image is None:
+            raise ValueError("image must be a PIL image, a list of them, or an image array/tensor, got None")
+        images = [image] if hasattr(image, "convert") else image
+        if len(images) == 0:
+            raise ValueError("image must hold at least one image, got an empty list")
+        num_images_per_image = check_positive_int("num_images_per_image", num_images_per_image)
+        self.check_components()
+        embeds = self.encode_image(images).repeat_interleave(num_images_per_image, dim=0)
+        tokens = None
+        if prompt is not None:
+            prompts = check_prompts(prompt)
+            if len(prompts) == 1:
+                prompts = prompts * len(images)
+            if len(prompts) != len(images):
+                raise ValueError(f"prompt holds {len(prompts)} captions for {len(images)} images (give 1 or one each)")
+            tokens = self.text_tokens(prompts, self._execution_device)
+            tokens = None if tokens is None else tokens.repeat_interleave(num_images_per_image, dim=0)
+        out = self.decode(embeds, tokens, num_inference_steps, timestep_respacing, guidance_scale, generator, latents,
+                          "latent")
+        out = self.upsample(out, super_resolution, generator, output_type, super_resolution_kwargs)
+        if not return_dict:
+            return out, embeds
+        return UnCLIPPipelineOutput(images=out, image_embeds=embeds)
+
+
+def default_decoder_scheduler(num_train_timesteps: int = 1000) -> ImprovedDDPMScheduler:
+    """The decoder's diffusion: cosine β (Nichol & Dhariwal), ε prediction, learned Σ (``learned_range``)."""
+    return ImprovedDDPMScheduler(num_train_timesteps=num_train_timesteps, beta_schedule="cosine",
+                                 variance_type="learned_range")
