@@ -230,7 +230,8 @@ class UnCLIPPriorTransformer(ModelMixin, ConfigMixin):
             text_embeds: (B, D) CLIP text embeddings z_t (as the text encoder returns them).
             text_token_encodings: (B, L, H) CLIP text last hidden states; required when ``text_hidden_size > 0``.
             text_attention_mask: (B, L), 1 for real tokens; padding tokens are hidden from every other position.
-            keep_condition: (B,) bool; False rows get the learned null text condition (classifier-free guidance).
+            keep_condition: (B,) bool; False rows get the null text condition (learned, or a converted model's
+                empty prompt) in place of ``text_embeds`` / ``text_token_encodings`` / ``text_attention_mask``.
             output_hidden_states: also return the final states of the whole sequence.
 
         Returns:
@@ -257,12 +258,11 @@ class UnCLIPPriorTransformer(ModelMixin, ConfigMixin):
             tokens = torch.where(keep[:, None, None], tokens, self.null_text_tokens)
             key_valid[:, : c.num_text_tokens] = torch.where(keep[:, None], key_valid[:, : c.num_text_tokens],
                                                             self.null_text_mask)
-        sequence = torch.cat(
+        hidden = torch.cat(
             [tokens, text[:, None], time[:, None], self.image_embed_proj(noised_image_embeds.to(dtype))[:, None],
              self.query.expand(b, 1, -1)],
             dim=1,
         ) + self.position_embedding
-        hidden = sequence
         mask = self.attention_mask(key_valid)
         for block in self.blocks:
             hidden = block(hidden, mask)
