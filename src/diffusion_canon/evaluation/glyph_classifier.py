@@ -3,9 +3,9 @@
 It is the project's measuring instrument: :func:`class_accuracy` reads its character head, :func:`predict_glyphs`
 both heads, and cFID (:mod:`.frechet`) its penultimate features. It is trained on renders from the glyph world's
 "train" and "held_out" splits under a seed of its own (so the held-out font is recognised too) and is scored on the
-"test" and "held_out" splits at seed 0: different draws from the ones it was trained on. The trained weights are cached (safetensors,
-``save_pretrained`` layout) under ``$DIFFUSION_CANON_CACHE`` (default ``~/.cache/diffusion_canon``) and retrained
-when absent, which takes about a minute on one CPU core.
+"test" and "held_out" splits at seed 0, draws it never saw. The weights are cached (safetensors, ``save_pretrained``
+layout) under ``$DIFFUSION_CANON_CACHE`` (default ``~/.cache/diffusion_canon``) and retrained when absent, which
+takes one to two minutes on one CPU core.
 """
 
 from __future__ import annotations
@@ -45,7 +45,8 @@ _RECIPE = {"seed": 1234, "train_images": 7000, "held_out_images": 3000, "epochs"
 
 
 class GlyphClassifier(ModelMixin, ConfigMixin):
-    """Tiny CNN: three stride-2 stages, global average pooling, a feature layer and two linear heads.
+    """Tiny CNN: a stride-2 stem, three conv stages (the last two halve the resolution again), global average
+    pooling, a feature layer and two linear heads.
 
     Input ``(N, 3, resolution, resolution)`` in [0, 1]; ``forward`` returns character logits ``(N, C)``, font logits
     ``(N, F)`` and the penultimate features ``(N, feature_dim)`` used by cFID.
@@ -142,6 +143,8 @@ def train_glyph_classifier(
     Returns the model (eval mode) and a report: recipe, seconds spent, character/font accuracy on
     ``evaluation_images`` renders of the "test" and "held_out" splits at seed 0 (never seen in training).
     """
+    if seed == 0:
+        raise ValueError("seed must not be 0: seed 0 draws the renders the classifier is scored on")
     start = time.perf_counter()
     parts = [
         _render("train", seed, train_images),
@@ -170,8 +173,15 @@ def train_glyph_classifier(
             schedule.step()
     model.eval()
     report = {
-        "recipe": {"version": _RECIPE_VERSION, "seed": seed, "train_images": train_images,
-                   "held_out_images": held_out_images, "epochs": epochs, "batch_size": batch_size, "lr": lr},
+        "recipe": {
+            "version": _RECIPE_VERSION,
+            "seed": seed,
+            "train_images": train_images,
+            "held_out_images": held_out_images,
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "lr": lr,
+        },
         "torch_threads": torch.get_num_threads(),
         "render_seconds": round(render_seconds, 2),
         "train_seconds": round(time.perf_counter() - start, 2),
