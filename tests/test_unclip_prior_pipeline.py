@@ -21,12 +21,12 @@ def tokenizer():
     return build_glyph_tokenizer(captions=PROMPTS + ["a green letter B"], model_max_length=8)
 
 
-def make_pipeline(tokenizer, embedding_dim=D, text_hidden_size=16, **prior_kwargs):
+def make_pipeline(tokenizer, embedding_dim=D, text_hidden_size=16, num_text_tokens=8):
     torch.manual_seed(0)
     text_config = glyph_clip_config(tokenizer, hidden_size=16, num_layers=1, projection_dim=D).text_config
     text_encoder = CLIPTextModelWithProjection(CLIPTextConfig(**text_config.to_dict())).eval()
-    prior = UnCLIPPriorTransformer(embedding_dim=embedding_dim, text_hidden_size=text_hidden_size, num_text_tokens=8,
-                                   width=16, num_layers=2, num_heads=2, **prior_kwargs).eval()
+    prior = UnCLIPPriorTransformer(embedding_dim=embedding_dim, text_hidden_size=text_hidden_size,
+                                   num_text_tokens=num_text_tokens, width=16, num_layers=2, num_heads=2).eval()
     prior.set_embedding_stats(torch.randn(64, embedding_dim) * 2 + 1)
     return UnCLIPPriorPipeline(prior, text_encoder, tokenizer, default_prior_scheduler(100)).to("cpu")
 
@@ -113,6 +113,14 @@ def test_bad_input(pipe, tokenizer):
     good = make_pipeline(tokenizer)
     with pytest.raises(ValueError, match="prediction_type"):
         UnCLIPPriorPipeline(good.prior, good.text_encoder, good.tokenizer, ImprovedDDPMScheduler(num_train_timesteps=100))
+
+
+def test_prior_reading_only_the_text_embedding(tokenizer):
+    pipe = make_pipeline(tokenizer, text_hidden_size=0, num_text_tokens=0)
+    out = pipe(PROMPTS, num_inference_steps=2, num_candidates=2, generator=torch.Generator().manual_seed(0))
+    assert out.image_embeds.shape == (2, D) and out.text_token_encodings.shape == (2, 8, 16)
+    with pytest.raises(ValueError, match="num_text_tokens=6"):
+        make_pipeline(tokenizer, num_text_tokens=6)
 
 
 def test_unset_statistics_are_an_error(tokenizer):
