@@ -129,10 +129,11 @@ def convert_adm_checkpoint(
 
     reference = load_checkpoint(checkpoint)
     parsed = model_flags(flags_string, repo)
-    super_resolution = _is_super_resolution(reference, parsed.super_resolution or (spec is not None and spec.super_resolution))
+    flags_say_sr = parsed.super_resolution or (spec is not None and spec.super_resolution)
+    super_resolution = _is_super_resolution(reference, flags_say_sr)
     if super_resolution and not parsed.super_resolution:
         parsed = model_flags(flags_string, repo, super_resolution=True)
-    names = class_names if class_names is None or isinstance(class_names, (list, tuple)) else _read_class_names(class_names)
+    names = list(class_names) if isinstance(class_names, (list, tuple)) else _read_class_names(class_names)
     config = unet_config(parsed.unet_kwargs, super_resolution)
     if config["num_classes"] is not None:
         config["class_names"] = names
@@ -140,17 +141,17 @@ def convert_adm_checkpoint(
 
     classifier_model = None
     if classifier is not None:
-        image_size = parsed.unet_kwargs["image_size"]
-        flags = classifier_flags_string if "--image_size" in classifier_flags_string else f"--image_size {image_size} {classifier_flags_string}"
-        classifier_flags_string = flags
-        clf_config = classifier_config(flags)
+        if "--image_size" not in classifier_flags_string:
+            classifier_flags_string = f"--image_size {parsed.unet_kwargs['image_size']} {classifier_flags_string}"
+        clf_config = classifier_config(classifier_flags_string)
         clf_config["class_names"] = names
         classifier_model = convert_classifier(load_checkpoint(classifier), clf_config, DTYPES[dtype])
 
     scheduler = ImprovedDDPMScheduler(**scheduler_config(parsed.diffusion))
     pipeline = ADMPipeline(unet=unet, scheduler=scheduler, classifier=classifier_model)
     card = model_card(
-        output, repo, Path(checkpoint).name, flags_string, classifier_flags_string, spec, unet, classifier_model, scheduler
+        output, repo, Path(checkpoint).name, flags_string, classifier_flags_string, spec, unet, classifier_model,
+        scheduler,
     )
     return save_pipeline_folder(pipeline, output, model_card=card)
 

@@ -234,7 +234,9 @@ def classifier_config(flags: str) -> dict[str, Any]:
         "num_classes": IMAGENET_CLASSES,
         "model_channels": values["classifier_width"],
         "num_res_blocks": values["classifier_depth"],
-        "attention_downsample_factors": sorted(set(_attention_factors(values["classifier_attention_resolutions"], image_size))),
+        "attention_downsample_factors": sorted(
+            set(_attention_factors(values["classifier_attention_resolutions"], image_size))
+        ),
         "channel_mult": list(_channel_mult(_GUIDED_MULT, image_size, "classifier")),
         "num_heads": 1,
         "num_head_channels": 64,

@@ -65,7 +65,9 @@ def _split_qkv(heads: int, legacy: bool) -> Callable[[torch.Tensor], tuple[torch
     return split
 
 
-def _plain_rules(our_prefix: str, reference_prefix: str, module: nn.Module, renames: dict[str, str] | None = None) -> Iterator[Rule]:
+def _plain_rules(
+    our_prefix: str, reference_prefix: str, module: nn.Module, renames: dict[str, str] | None = None
+) -> Iterator[Rule]:
     """One rule per parameter of ``module``; ``renames`` maps our sub-module names to the reference's."""
     for name, parameter in module.state_dict().items():
         head, _, leaf = name.rpartition(".")
@@ -79,15 +81,11 @@ def _attention_rules(our_prefix: str, reference_prefix: str, attention: Attentio
     for leaf in ("weight", "bias"):
         yield Rule(f"{reference_prefix}.norm.{leaf}", (channels,), (f"{our_prefix}.group_norm.{leaf}",), _same)
     split = _split_qkv(attention.heads, legacy)
-    yield Rule(
-        f"{reference_prefix}.qkv.weight",
-        (3 * channels, channels, 1),
-        tuple(f"{our_prefix}.to_{part}.weight" for part in "qkv"),
-        split,
-    )
-    yield Rule(f"{reference_prefix}.qkv.bias", (3 * channels,), tuple(f"{our_prefix}.to_{part}.bias" for part in "qkv"), split)
-    yield Rule(f"{reference_prefix}.proj_out.weight", (channels, channels, 1), (f"{our_prefix}.to_out.0.weight",), _conv1d_to_linear)
-    yield Rule(f"{reference_prefix}.proj_out.bias", (channels,), (f"{our_prefix}.to_out.0.bias",), _same)
+    for leaf, shape in (("weight", (3 * channels, channels, 1)), ("bias", (3 * channels,))):
+        yield Rule(f"{reference_prefix}.qkv.{leaf}", shape, tuple(f"{our_prefix}.to_{p}.{leaf}" for p in "qkv"), split)
+    out = f"{our_prefix}.to_out.0"
+    yield Rule(f"{reference_prefix}.proj_out.weight", (channels, channels, 1), (f"{out}.weight",), _conv1d_to_linear)
+    yield Rule(f"{reference_prefix}.proj_out.bias", (channels,), (f"{out}.bias",), _same)
 
 
 def _module_rules(our_prefix: str, reference_prefix: str, module: nn.Module, legacy: bool) -> Iterator[Rule]:
@@ -109,7 +107,8 @@ def _encoder_rules(model: ADMUNet2DModel | ADMClassifierModel, legacy: bool) -> 
     for index, block in enumerate(model.down_blocks):
         yield from _block_rules(f"down_blocks.{index}", f"input_blocks.{index + 1}", block, legacy)
     for position, name in enumerate(("resnet_1", "attention", "resnet_2")):
-        yield from _module_rules(f"mid_block.{name}", f"middle_block.{position}", getattr(model.mid_block, name), legacy)
+        module = getattr(model.mid_block, name)
+        yield from _module_rules(f"mid_block.{name}", f"middle_block.{position}", module, legacy)
 
 
 def _block_rules(our_prefix: str, reference_prefix: str, block: nn.Module, legacy: bool) -> Iterator[Rule]:
@@ -147,10 +146,12 @@ def classifier_rules(model: ADMClassifierModel, legacy_qkv: bool = True) -> list
         return rules
     head: AttentionPool2d = model.head
     channels = head.qkv_proj.in_features
-    rules.append(Rule("out.2.positional_embedding", tuple(head.positional_embedding.shape), ("head.positional_embedding",), _same))
+    position = tuple(head.positional_embedding.shape)
+    rules.append(Rule("out.2.positional_embedding", position, ("head.positional_embedding",), _same))
     for name in ("qkv_proj", "c_proj"):
         layer = getattr(head, name)
-        rules.append(Rule(f"out.2.{name}.weight", (layer.out_features, channels, 1), (f"head.{name}.weight",), _conv1d_to_linear))
+        shape = (layer.out_features, channels, 1)
+        rules.append(Rule(f"out.2.{name}.weight", shape, (f"head.{name}.weight",), _conv1d_to_linear))
         rules.append(Rule(f"out.2.{name}.bias", (layer.out_features,), (f"head.{name}.bias",), _same))
     return rules
 
@@ -165,7 +166,9 @@ def _listing(names: list[str], limit: int = 12) -> str:
     return shown + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
 
 
-def convert_state_dict(reference: dict[str, torch.Tensor], rules: list[Rule], what: str = "checkpoint") -> dict[str, torch.Tensor]:
+def convert_state_dict(
+    reference: dict[str, torch.Tensor], rules: list[Rule], what: str = "checkpoint"
+) -> dict[str, torch.Tensor]:
     """Apply ``rules`` to a reference state dict.
 
     Raises ``ValueError`` naming every missing key, unexpected key and shape mismatch (checkpoint vs. expected from

@@ -20,7 +20,7 @@ bf16 models keep full-precision statistics. :func:`float32_group_norms` swaps ev
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -242,7 +242,12 @@ def run_trunk(model: nn.Module, sample: torch.Tensor, temb: torch.Tensor) -> lis
 
 
 def upsampler(
-    channels: int, temb_channels: int, dropout: float, use_scale_shift_norm: bool, resblock_updown: bool, conv_resample: bool
+    channels: int,
+    temb_channels: int,
+    dropout: float,
+    use_scale_shift_norm: bool,
+    resblock_updown: bool,
+    conv_resample: bool,
 ) -> nn.Module:
     """The decoder's ×2 resampler: an up ``ResnetBlock2D`` (BigGAN style) or nearest ×2 (+ 3×3 conv)."""
     if resblock_updown:
@@ -263,5 +268,7 @@ def broadcast_timesteps(timestep: torch.Tensor | float | int, batch_size: int, d
     if timesteps.ndim == 0:
         timesteps = timesteps[None]
     if timesteps.ndim != 1 or timesteps.shape[0] not in (1, batch_size):
-        raise ValueError(f"timestep must be a scalar or a 1-D tensor of length {batch_size}, got shape {tuple(timesteps.shape)}")
+        raise ValueError(
+            f"timestep must be a scalar or a 1-D tensor of length {batch_size}, got shape {tuple(timesteps.shape)}"
+        )
     return timesteps.expand(batch_size)

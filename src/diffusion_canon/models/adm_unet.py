@@ -23,7 +23,6 @@ from .adm_blocks import (
     NORM_EPS,
     NORM_GROUPS,
     ADMBlock,
-    ADMMidBlock,
     attention_block,
     build_trunk,
     embed_timesteps,
@@ -178,7 +177,9 @@ class ADMUNet2DModel(ModelMixin, ConfigMixin):
                 f"(num_classes={config.num_classes}, got class_labels={'None' if class_labels is None else 'a tensor'})"
             )
         if (low_res is None) != (config.low_res_channels == 0):
-            raise ValueError(f"low_res must be given exactly when low_res_channels > 0 (it is {config.low_res_channels})")
+            raise ValueError(
+                f"low_res must be given exactly when low_res_channels > 0 (it is {config.low_res_channels})"
+            )
         if low_res is not None:
             upsampled = F.interpolate(low_res, size=sample.shape[-2:], mode="bilinear")
             sample = torch.cat([sample, upsampled], dim=1)

@@ -78,7 +78,8 @@ class ADMPipeline(FolderPipelineMixin, DiffusionPipeline):
         if isinstance(label, bool) or not isinstance(label, (int, np.integer)):
             raise TypeError(f"class_labels must hold ints or class names, got {type(label).__name__} {label!r}")
         if num_classes is None or not 0 <= int(label) < num_classes:
-            raise ValueError(f"class_labels: {int(label)} is out of range; allowed 0 … {None if num_classes is None else num_classes - 1}")
+            allowed = "none (the pipeline has no classes)" if num_classes is None else f"0 … {num_classes - 1}"
+            raise ValueError(f"class_labels: {int(label)} is out of range; allowed {allowed}")
         return int(label)
 
     def prepare_class_labels(self, class_labels: ClassLabels | None, batch_size: int) -> torch.Tensor | None:
@@ -123,11 +124,14 @@ class ADMPipeline(FolderPipelineMixin, DiffusionPipeline):
             raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
         if (low_res is None) != (config.low_res_channels == 0):
             raise ValueError(
-                f"low_res must be given exactly for super-resolution U-Nets (low_res_channels={config.low_res_channels})"
+                "low_res must be given exactly for super-resolution U-Nets "
+                f"(low_res_channels={config.low_res_channels})"
             )
         extra = set(callback_on_step_end_tensor_inputs) - set(self._callback_tensor_inputs)
         if extra:
-            raise ValueError(f"callback_on_step_end_tensor_inputs may only hold {self._callback_tensor_inputs}, got {sorted(extra)}")
+            raise ValueError(
+                f"callback_on_step_end_tensor_inputs may only hold {self._callback_tensor_inputs}, got {sorted(extra)}"
+            )
 
     def prepare_latents(
         self,
@@ -235,7 +239,9 @@ class ADMPipeline(FolderPipelineMixin, DiffusionPipeline):
         labels = self.prepare_class_labels(class_labels, batch_size)
         if labels is not None:
             batch_size = len(labels)
-        self.check_inputs(labels, classifier_scale, guidance_scale, output_type, low_res, callback_on_step_end_tensor_inputs)
+        self.check_inputs(
+            labels, classifier_scale, guidance_scale, output_type, low_res, callback_on_step_end_tensor_inputs
+        )
         device = self._execution_device
         if labels is not None:
             labels = labels.to(device)
@@ -250,7 +256,9 @@ class ADMPipeline(FolderPipelineMixin, DiffusionPipeline):
 
         latents = self.prepare_latents(batch_size, generator, latents, device)
         scheduler = self.sampler(use_ddim)
-        scheduler.set_timesteps(num_inference_steps=num_inference_steps, timestep_respacing=timestep_respacing, device=device)
+        scheduler.set_timesteps(
+            num_inference_steps=num_inference_steps, timestep_respacing=timestep_respacing, device=device
+        )
         step_kwargs = {"eta": eta} if use_ddim else {}
 
         for step, t in enumerate(self.progress_bar(scheduler.timesteps)):
