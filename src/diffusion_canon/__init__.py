@@ -13,6 +13,29 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it (relative to this package)
 _EXPORTS: dict[str, str] = {
+    "load_glyphs": ".data.glyphs",
+    "CHARACTERS": ".data.glyphs",
+    "FONTS": ".data.glyphs",
+    "HELD_OUT_FONTS": ".data.glyphs",
+    "HELD_OUT_STYLES": ".data.glyphs",
+    "STYLES": ".data.glyphs",
+    "COLORS": ".data.glyphs",
+    "load_image_folder": ".data.image_folder",
+    "cfid": ".evaluation.frechet",
+    "frechet_distance": ".evaluation.frechet",
+    "class_accuracy": ".evaluation.glyph_classifier",
+    "predict_glyphs": ".evaluation.glyph_classifier",
+    "load_glyph_classifier": ".evaluation.glyph_classifier",
+    "GlyphClassifier": ".evaluation.glyph_classifier",
+    "ImprovedDDPMScheduler": ".schedulers",
+    "ImprovedDDIMScheduler": ".schedulers",
+    "GaussianDiffusionSchedule": ".schedulers",
+    "space_timesteps": ".schedulers",
+    "training_losses": ".training.losses",
+    "nll_bits_per_dim": ".training.losses",
+    "UniformSampler": ".training.timestep_samplers",
+    "LossSecondMomentResampler": ".training.timestep_samplers",
+    "create_named_schedule_sampler": ".training.timestep_samplers",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
