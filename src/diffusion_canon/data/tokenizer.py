@@ -22,8 +22,12 @@ import json
 import os
 import tempfile
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, trainers
+
+if TYPE_CHECKING:
+    from transformers import CLIPTokenizer
 
 BOS_TOKEN = "<|startoftext|>"
 EOS_TOKEN = "<|endoftext|>"
@@ -84,10 +88,7 @@ def train_clip_bpe(texts: Iterable[str], vocab_size: int) -> tuple[dict[str, int
     merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in learned]
     merges = merges[: vocab_size - min_size]
     tokens = base + ["".join(pair) for pair in merges] + [BOS_TOKEN, EOS_TOKEN]
-    vocab: dict[str, int] = {}
-    for token in tokens:  # a merge result can repeat a byte symbol's spelling only in theory; keep the first id
-        vocab.setdefault(token, len(vocab))
-    return vocab, merges
+    return {token: i for i, token in enumerate(tokens)}, merges
 
 
 def save_clip_bpe(vocab: dict[str, int], merges: Sequence[tuple[str, str]], output_dir: str | os.PathLike) -> None:
@@ -129,7 +130,7 @@ def build_glyph_tokenizer(
     captions: Sequence[str] | None = None,
     extra_words: Sequence[str] = (DREAMBOOTH_IDENTIFIER,),
     model_max_length: int = 32,
-):
+) -> CLIPTokenizer:
     """Train the glyph-world BPE and return it as a ``transformers.CLIPTokenizer``.
 
     Args:
