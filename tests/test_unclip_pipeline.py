@@ -103,6 +103,11 @@ def test_classifier_free_guidance_arithmetic(pipe):
                                **close)
     torch.testing.assert_close(guided[:, 3:], conditional[:, 3:], **close)  # Σ from the conditional pass
     torch.testing.assert_close(guided_decoder_output(pipe.decoder, x, t, e, tokens, 1.0), conditional)
+    # caption only: the conditional pass sees the null embedding and the caption
+    caption_only = pipe.decoder(x, t, e, tokens, keep_image=off).sample
+    guided = guided_decoder_output(pipe.decoder, x, t, e, tokens, 3.0, keep_image=False)
+    torch.testing.assert_close(guided[:, :3], unconditional[:, :3] + 3.0 * (caption_only[:, :3] - unconditional[:, :3]),
+                               **close)
 
 
 def test_image_variations_decode_the_input_embedding(pipe):
@@ -146,6 +151,8 @@ def test_bad_input(pipe, tokenizer):
         pipe(PROMPTS, output_type="jpeg")
     with pytest.raises(ValueError, match=r"embedding_dim=8\), got \(1, 6\)"):
         pipe.decode(torch.randn(1, 6))
+    with pytest.raises(ValueError, match="caption only"):
+        pipe.decode(None)
     with pytest.raises(ValueError, match="got None"):
         pipe.variations(None)
     with pytest.raises(ValueError, match="empty list"):

@@ -58,16 +58,19 @@ def guided_decoder_output(
     image_embeds: torch.Tensor,
     tokens: torch.Tensor | None,
     guidance_scale: float,
+    keep_image: bool = True,
 ) -> torch.Tensor:
     """The decoder output ``(B, out_channels, H, W)`` float32 for x_t ``(B, C, H, W)``, with classifier-free guidance
-    on ε when ``guidance_scale != 1``: ε̃ = ε(∅, ∅) + w·(ε(z_i, y) − ε(∅, ∅)); Σ from the conditional pass."""
-    if guidance_scale == 1.0:
-        return decoder(latents, model_timestep, image_embeds, tokens).sample.float()
+    on ε when ``guidance_scale != 1``: ε̃ = ε(∅, ∅) + w·(ε(z_i, y) − ε(∅, ∅)); Σ from the conditional pass.
+    ``keep_image=False`` conditions on the caption alone (the null embedding in both passes)."""
     b = latents.shape[0]
-    keep = torch.cat([torch.ones(b, dtype=torch.bool), torch.zeros(b, dtype=torch.bool)]).to(latents.device)
+    kept = torch.full((b,), keep_image, dtype=torch.bool, device=latents.device)
+    if guidance_scale == 1.0:
+        return decoder(latents, model_timestep, image_embeds, tokens, keep_image=kept).sample.float()
+    dropped = torch.zeros_like(kept)
     twice = lambda x: None if x is None else torch.cat([x, x])  # noqa: E731
-    output = decoder(twice(latents), twice(model_timestep), twice(image_embeds), twice(tokens), keep_image=keep,
-                     keep_text=keep).sample.float()
+    output = decoder(twice(latents), twice(model_timestep), twice(image_embeds), twice(tokens),
+                     keep_image=torch.cat([kept, dropped]), keep_text=torch.cat([~dropped, dropped])).sample.float()
     conditional, unconditional = output.chunk(2)
     c = latents.shape[1]
     eps = unconditional[:, :c] + guidance_scale * (conditional[:, :c] - unconditional[:, :c])
@@ -84,13 +87,15 @@ def decoder_sample_loop(
     generator: torch.Generator | None = None,
     progress: Callable[[Any], Any] = lambda steps: steps,
     callback: Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    keep_image: bool = True,
 ) -> torch.Tensor:
     """Ancestral sampling from x_T = ``latents`` ``(B, C, H, W)`` over ``scheduler.timesteps`` (call
     ``set_timesteps`` first) → x_0 in [−1, 1]. ``callback(step, t, latents)`` may return replacement latents."""
     b = latents.shape[0]
     for step, t in enumerate(progress(scheduler.timesteps)):
         model_timestep = scheduler.model_timestep(t).to(latents.device).expand(b)
-        output = guided_decoder_output(decoder, latents, model_timestep, image_embeds, tokens, guidance_scale)
+        output = guided_decoder_output(decoder, latents, model_timestep, image_embeds, tokens, guidance_scale,
+                                       keep_image)
         latents = scheduler.step(output, t, latents, generator=generator).prev_sample
         if callback is not None:
             latents = callback(step, t, latents)
@@ -189,7 +194,7 @@ class UnCLIPPipeline(FolderPipelineMixin, DiffusionPipeline):
     @torch.no_grad()
     def decode(
         self,
-        image_embeds: torch.Tensor,
+        image_embeds: torch.Tensor | None,
         text_token_encodings: torch.Tensor | None = None,
         num_inference_steps: int | None = None,
         timestep_respacing: str | None = None,
@@ -203,7 +208,8 @@ class UnCLIPPipeline(FolderPipelineMixin, DiffusionPipeline):
         """Sample images from CLIP image embeddings ``(B, D)`` (optionally with token encodings ``(B, L, H)``).
 
         ``image_embeds`` may be any vectors in CLIP's space: the prior's samples, an image's embedding, or a caption's
-        text embedding z_t (DALL-E 2 §5.1's "no prior" baseline). Returns the images in ``output_type``."""
+        text embedding z_t (DALL-E 2 §5.1's "no prior" baseline); ``None`` decodes from the caption alone (the null
+        embedding, GLIDE-like; needs ``text_token_encodings``). Returns the images in ``output_type``."""
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
         guidance_scale = check_guidance("guidance_scale", guidance_scale)
@@ -213,6 +219,11 @@ class UnCLIPPipeline(FolderPipelineMixin, DiffusionPipeline):
                 f"callback_on_step_end_tensor_inputs may only hold {self._callback_tensor_inputs}, got {sorted(extra)}"
             )
         config = self.decoder.config
+        keep_image = image_embeds is not None
+        if not keep_image:
+            if text_token_encodings is None:
+                raise ValueError("image_embeds=None (caption only) needs text_token_encodings")
+            image_embeds = torch.zeros(len(text_token_encodings), config.embedding_dim)
         if image_embeds.ndim != 2 or image_embeds.shape[1] != config.embedding_dim:
             raise ValueError(
                 f"image_embeds must have shape (B, embedding_dim={config.embedding_dim}), got {tuple(image_embeds.shape)}"
@@ -236,7 +247,7 @@ class UnCLIPPipeline(FolderPipelineMixin, DiffusionPipeline):
                                              timestep_respacing=timestep_respacing, device=device)
         latents = decoder_sample_loop(self.decoder, self.decoder_scheduler, latents, image_embeds, tokens,
                                       guidance_scale, generator, self.progress_bar,
-                                      callback if callback_on_step_end is not None else None)
+                                      callback if callback_on_step_end is not None else None, keep_image)
         self.maybe_free_model_hooks()
         return self.postprocess(latents, output_type)
 
