@@ -193,3 +193,19 @@ def test_checkpoints_are_read_without_running_code(tmp_path):
     torch.save({"weights": [torch.zeros(1)]}, path)
     with pytest.raises(ValueError, match="state dict"):
         load_checkpoint(path)
+
+
+def test_half_precision_output(tmp_path):
+    case = reference_cases()["guided_uncond_legacyqkv_heads"]
+    checkpoint = save_pt(tmp_path / "model.pt", regenerate(case["keys"], case["seed"]))
+    output = convert_adm_checkpoint(
+        checkpoint, tmp_path / "pipe", repo="guided-diffusion", model_flags_string=case["flags"], dtype="bfloat16"
+    )
+    unet = ADMPipeline.from_pretrained(output, torch_dtype=torch.bfloat16).unet
+    assert {p.dtype for p in unet.parameters()} == {torch.bfloat16}
+    generator = torch.Generator().manual_seed(case["seed"] + 1000)
+    x = torch.randn(2, 3, case["size"], case["size"], generator=generator)
+    with torch.no_grad():
+        out = unet(x, torch.tensor(case["t"])).sample.float()
+    expected = reference_tensors()[f"{case['name']}.out"]
+    assert (out - expected).abs().max() < 0.05 * expected.abs().max()
