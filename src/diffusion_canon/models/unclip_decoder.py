@@ -88,6 +88,9 @@ class UnCLIPDecoderUNet2DModel(ADMUNet2DModel):
     keep_image [N] | None, keep_text [N] | None) → [N, out_channels, H, W]``.
     """
 
+    # the parent's class / low-resolution options do not exist here (its __init__ would record their defaults)
+    ignore_for_config = ["num_classes", "null_class_embedding", "low_res_channels", "class_names"]
+
     @register_to_config
     def __init__(
         self,

@@ -1,0 +1,65 @@
+"""unCLIP on glyphs (``pipelines/unclip-glyphs``) in the demo gallery: prompts → images (prior + decoder), and image
+variations (an input glyph's CLIP embedding → the decoder)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from .pipeline_unclip import UnCLIPPipeline
+
+DEFAULT_PIPELINE = Path(__file__).resolve().parents[3] / "pipelines" / "unclip-glyphs"
+PROMPTS = (
+    "a red bold serif letter Q",
+    "the digit 7 in blue monospace",
+    "a green sans-serif letter A",
+    "a black letter K on a white background",
+    "the digit 3 in orange",
+    "a purple italic letter R",
+    "a white letter M on a black background",
+    "a brown digit 5",
+)
+
+
+def load_default_unclip(path: str | Path = DEFAULT_PIPELINE) -> UnCLIPPipeline:
+    """The default glyph unCLIP (CLIP + prior + decoder), float32 on the CPU."""
+    if not (Path(path) / "model_index.json").is_file():
+        raise ValueError(f"no unCLIP folder at {str(path)!r} (expected model_index.json); see its RECIPE.md")
+    pipe = UnCLIPPipeline.from_pretrained(path, torch_dtype=torch.float32)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def unclip_section(output: Path):
+    from ..data.glyphs import load_glyphs
+    from ..demo import DemoSection, image_grid
+
+    pipe = load_default_unclip()
+    side = pipe.decoder.config.sample_size
+    images = pipe(list(PROMPTS), num_images_per_prompt=2, generator=torch.Generator().manual_seed(0)).images
+    # prompt-major: two samples per prompt; show each prompt's pair as a column
+    image_grid(images[0::2] + images[1::2], len(PROMPTS), scale=4).save(output / "unclip_prompts.png")
+
+    sources = load_glyphs(seed=5, split="test", num_images=6)["image"]
+    variations = pipe.variations(list(sources), num_images_per_image=3,
+                                 generator=torch.Generator().manual_seed(0)).images
+    shown = [image.resize((side, side), Image.Resampling.LANCZOS) for image in sources]
+    image_grid(shown + variations[0::3] + variations[1::3] + variations[2::3], len(sources), scale=4).save(
+        output / "unclip_variations.png")
+    return DemoSection(
+        title="unCLIP (Ramesh et al. 2022): text → CLIP image embedding → image",
+        description=(
+            "UnCLIPPipeline = a tiny glyph CLIP, the diffusion prior p(z_i | y) and the decoder p(x | z_i, y): an "
+            f"ADM U-Net at {side}×{side} with the CLIP image embedding added to its timestep embedding and projected "
+            "into 4 context tokens next to the caption's token encodings. 25 prior steps (guidance 4), 25 decoder "
+            "steps (guidance 3). CPU-trained in minutes: expect the right colours and rough shapes more than "
+            "legible letters; see RECIPE.md and benchmarks/RESULTS.md (Q4)."
+        ),
+        images=[
+            ("unclip_prompts.png", "two samples per prompt (columns): " + "; ".join(PROMPTS)),
+            ("unclip_variations.png", "image variations: input glyph (top row, downsampled to the decoder's side), "
+                                      "then three decodings of its CLIP image embedding"),
+        ],
+    )
