@@ -81,26 +81,28 @@ def toy_args(output_dir, *extra: str) -> list[str]:
             "--validation_steps", "1", "--max_grad_norm", "0.5", *extra]
 
 
-def test_resume_mid_epoch_is_exact(tmp_path):
+@pytest.mark.parametrize("ema", [[], ["--use_ema", "--ema_decay", "0.5"]], ids=["plain", "ema"])
+def test_resume_mid_epoch_is_exact(tmp_path, ema):
     # 10 samples, batch 3 -> 4 batches per epoch; accumulation 2 -> 2 updates per epoch; step 3 is mid-epoch 2.
-    reference = toy_main(toy_args(tmp_path / "straight"))
+    reference = toy_main(toy_args(tmp_path / "straight", *ema))
     with pytest.raises(Crash):
-        toy_main(toy_args(tmp_path / "crashed"), crash_at=5)
+        toy_main(toy_args(tmp_path / "crashed", *ema), crash_at=5)
     assert [os.path.basename(p) for p in list_checkpoints(str(tmp_path / "crashed"))] == ["checkpoint-3"]
-    resumed = toy_main(toy_args(tmp_path / "crashed", "--resume_from_checkpoint", "latest"))
+    resumed = toy_main(toy_args(tmp_path / "crashed", *ema, "--resume_from_checkpoint", "latest"))
     for name in reference:
         assert torch.equal(reference[name], resumed[name]), name
     # and resuming from an explicit path (outside output_dir) gives the same weights
-    again = toy_main(toy_args(tmp_path / "elsewhere", "--resume_from_checkpoint",
+    again = toy_main(toy_args(tmp_path / "elsewhere", *ema, "--resume_from_checkpoint",
                               str(tmp_path / "crashed" / "checkpoint-3")))
     assert all(torch.equal(reference[k], again[k]) for k in reference)
 
 
-def test_resume_without_restoring_state_differs(tmp_path):
-    """The exactness test above can fail: a fresh run of the same length ends elsewhere."""
+def test_toy_run_is_sensitive_to_seed_and_ema(tmp_path):
+    """The exactness test above can fail: another seed, or EMA, ends at other weights."""
     reference = toy_main(toy_args(tmp_path / "a"))
-    shorter = toy_main(toy_args(tmp_path / "b", "--seed", "4"))
-    assert not torch.equal(reference["weight"], shorter["weight"])
+    assert not torch.equal(reference["weight"], toy_main(toy_args(tmp_path / "b", "--seed", "4"))["weight"])
+    ema = toy_main(toy_args(tmp_path / "c", "--use_ema", "--ema_decay", "0.5"))
+    assert not torch.equal(reference["weight"], ema["weight"])
 
 
 def test_checkpoints_total_limit_and_atomic_names(tmp_path):
