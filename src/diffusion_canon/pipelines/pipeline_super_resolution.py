@@ -11,7 +11,7 @@ RNG contract: with one ``torch.Generator`` the stage draws, in order, the augmen
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -41,8 +41,12 @@ def images_to_model_input(images: LowResImages, channels: int, size: int | None,
 
     ``ValueError`` (naming ``name``) for a wrong channel count, a side other than ``size`` (when given), non-square
     images, or values outside [0, 1]."""
-    if isinstance(images, PIL.Image.Image) or (isinstance(images, (list, tuple)) and images and isinstance(images[0], PIL.Image.Image)):
-        pils = [images] if isinstance(images, PIL.Image.Image) else list(images)
+    if not isinstance(images, (PIL.Image.Image, np.ndarray, torch.Tensor)) and isinstance(images, Iterable):
+        images = list(images)  # any sequence of PIL images (a list, a datasets column …)
+        if not images or not all(isinstance(image, PIL.Image.Image) for image in images):
+            raise TypeError(f"{name} as a sequence must hold PIL images, got {[type(i).__name__ for i in images[:3]]}")
+    if isinstance(images, (PIL.Image.Image, list)):
+        pils = [images] if isinstance(images, PIL.Image.Image) else images
         tensor = VaeImageProcessor.numpy_to_pt(VaeImageProcessor.pil_to_numpy([im.convert("RGB") if channels == 3 else im for im in pils]))
     elif isinstance(images, np.ndarray):
         array = images[None] if images.ndim == 3 else images
