@@ -3,7 +3,6 @@ the diffusers example are fixed, bad input fails before training."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import os
@@ -14,46 +13,20 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from accelerate.state import AcceleratorState, GradientState
 from diffusers import DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from PIL import Image
 from safetensors import safe_open
 
-from diffusion_canon.finetune.base import save_tiny_sd_base
 from diffusion_canon.finetune.common import generate_class_images
 from diffusion_canon.finetune.loss import dreambooth_loss
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "training" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
+from diffusion_canon.finetune.testing import base, common_args, write_images  # noqa: F401 (fixture)
+from diffusion_canon.training.testing import (  # noqa: F401 (fixture)
+    fresh_accelerate_state,
+    load_script,
+    reset_accelerate_state,
+)
 
 dreambooth = load_script("train_dreambooth")
-
-
-@pytest.fixture(autouse=True)
-def fresh_accelerate_state():
-    yield
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
-
-
-@pytest.fixture(scope="module")
-def base(tmp_path_factory) -> str:
-    return save_tiny_sd_base(str(tmp_path_factory.mktemp("base")))
-
-
-def write_images(folder: Path, count: int, seed: int = 0, size: int = 32) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    for i in range(count):
-        Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(folder / f"{i}.png")
-    return folder
 
 
 @pytest.fixture
@@ -61,12 +34,6 @@ def instance_dir(tmp_path) -> Path:
     folder = write_images(tmp_path / "instance", 3)
     (folder / ".DS_Store").write_bytes(b"\x00\x01junk")
     return folder
-
-
-def common_args(base, output_dir, *extra) -> list[str]:
-    return ["--pretrained_model_name_or_path", base, "--output_dir", str(output_dir), "--resolution", "32",
-            "--train_batch_size", "2", "--max_train_steps", "2", "--learning_rate", "1e-3", "--seed", "0",
-            "--num_inference_steps", "2", "--checkpointing_steps", "0", *extra]
 
 
 def dreambooth_args(base, instance_dir, output_dir, *extra) -> list[str]:
@@ -127,7 +94,7 @@ def test_dreambooth_resume_is_exact(base, instance_dir, tmp_path):
     args = ["--max_train_steps", "3", "--checkpointing_steps", "1", "--random_flip"]
     dreambooth.main(dreambooth_args(base, instance_dir, tmp_path / "straight", *args))
     dreambooth.main(dreambooth_args(base, instance_dir, tmp_path / "part", *args[:1], "1", *args[2:]))
-    AcceleratorState._reset_state(True)
+    reset_accelerate_state()
     dreambooth.main(dreambooth_args(base, instance_dir, tmp_path / "part", *args, "--resume_from_checkpoint",
                                     "latest"))
     a = UNet2DConditionModel.from_pretrained(str(tmp_path / "straight"), subfolder="unet").state_dict()

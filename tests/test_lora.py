@@ -7,26 +7,13 @@ import json
 import numpy as np
 import pytest
 import torch
-from accelerate.state import AcceleratorState, GradientState
 from diffusers import StableDiffusionPipeline
 from safetensors import safe_open
 
-from diffusion_canon.finetune.base import save_tiny_sd_base
-from test_dreambooth import common_args, load_script, write_images
+from diffusion_canon.finetune.testing import base, common_args, write_images  # noqa: F401 (fixture)
+from diffusion_canon.training.testing import fresh_accelerate_state, load_script  # noqa: F401 (fixture)
 
 lora = load_script("train_lora")
-
-
-@pytest.fixture(autouse=True)
-def fresh_accelerate_state():
-    yield
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
-
-
-@pytest.fixture(scope="module")
-def base(tmp_path_factory) -> str:
-    return save_tiny_sd_base(str(tmp_path_factory.mktemp("base")))
 
 
 @pytest.fixture

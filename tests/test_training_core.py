@@ -8,7 +8,6 @@ from unittest import mock
 
 import pytest
 import torch
-from accelerate.state import AcceleratorState, GradientState
 from torch.utils.data import Dataset
 
 from diffusion_canon.training import (
@@ -20,14 +19,7 @@ from diffusion_canon.training import (
     training_parser,
     write_model_card,
 )
-
-
-@pytest.fixture(autouse=True)
-def fresh_accelerate_state():
-    """Each in-process run builds its own Accelerator; accelerate keeps a process-wide singleton state."""
-    yield
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
+from diffusion_canon.training.testing import fresh_accelerate_state, reset_accelerate_state  # noqa: F401 (fixture)
 
 
 class NoisyLine(Dataset):
@@ -174,7 +166,7 @@ def test_end_pushes_only_with_flag(tmp_path):
                           "--hub_token", "t0k"))
         hf_api.assert_called_once_with(token="t0k")
         hf_api.return_value.upload_folder.assert_called_once()
-    AcceleratorState._reset_state(True)
+    reset_accelerate_state()
     with mock.patch("diffusion_canon.training.hub.HfApi") as hf_api:
         toy_main(toy_args(tmp_path / "y", "--max_train_steps", "1"))
         hf_api.assert_not_called()

@@ -23,9 +23,10 @@ import sys
 from collections.abc import Sequence
 
 import torch
-from diffusion_canon.finetune.base import base_pipeline, check_sd_layout, load_sd_components
+from diffusion_canon.finetune.base import base_pipeline
 from diffusion_canon.finetune.common import (
-    PromptEncoder, add_lora_args, add_sd_args, check_sd_args, generate_class_images, predict_batch, validation_images,
+    PromptEncoder, add_lora_args, add_sd_args, check_sd_args, generate_class_images, load_base, predict_batch,
+    validation_images,
 )
 from diffusion_canon.finetune.data import (
     CachedLatents, Concept, ImageTransform, PriorPreservationPairs, PromptedImages, collate, instance_examples,
@@ -82,11 +83,8 @@ def read_concepts(args: argparse.Namespace) -> list[Concept]:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
-    check_sd_layout(args.pretrained_model_name_or_path)
+    base = load_base(args)  # fp32; what trains stays fp32, frozen parts move to the run's dtype below
     run = TrainingRun(args, "dreambooth")
-    base = load_sd_components(args.pretrained_model_name_or_path, args.revision, args.variant)
-    if args.prediction_type:
-        base.noise_scheduler.register_to_config(prediction_type=args.prediction_type)
     dtype = run.weight_dtype
 
     # Prior preservation data: the base model's own samples of each class prompt, made before any weight changes.

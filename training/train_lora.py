@@ -16,9 +16,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from diffusion_canon.finetune.base import check_sd_layout, load_sd_components
 from diffusion_canon.finetune.common import (
-    PromptEncoder, add_lora_args, add_sd_args, check_sd_args, predict_batch, validation_images,
+    PromptEncoder, add_lora_args, add_sd_args, check_sd_args, load_base, predict_batch, validation_images,
 )
 from diffusion_canon.finetune.data import CachedLatents, ImageTransform, captioned_images, collate
 from diffusion_canon.finetune.lora import TEXT_ENCODER_TARGETS, UNET_TARGETS, add_lora, save_lora
@@ -44,14 +43,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
-    check_sd_layout(args.pretrained_model_name_or_path)
     transform = ImageTransform(args.resolution, args.center_crop, args.random_flip)
     dataset = captioned_images(args.train_data_dir, args.dataset_name, transform, args.image_column,
                                args.caption_column, args.repeats)  # bad data fails before any model loads
+    base = load_base(args)
     run = TrainingRun(args, "lora")
-    base = load_sd_components(args.pretrained_model_name_or_path, args.revision, args.variant)
-    if args.prediction_type:
-        base.noise_scheduler.register_to_config(prediction_type=args.prediction_type)
 
     # Models: everything frozen in the run's dtype; LoRA adapters (fp32) on the attention projections.
     base.vae.requires_grad_(False).to(run.device, run.weight_dtype)

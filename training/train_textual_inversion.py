@@ -19,8 +19,10 @@ from collections.abc import Sequence
 import torch
 from transformers import CLIPTextModel
 
-from diffusion_canon.finetune.base import base_pipeline, check_sd_layout, load_sd_components
-from diffusion_canon.finetune.common import PromptEncoder, add_sd_args, check_sd_args, predict_batch, validation_images
+from diffusion_canon.finetune.base import base_pipeline
+from diffusion_canon.finetune.common import (
+    PromptEncoder, add_sd_args, check_sd_args, load_base, predict_batch, validation_images,
+)
 from diffusion_canon.finetune.data import CachedLatents, ImageTransform, collate, list_images
 from diffusion_canon.finetune.loss import denoising_loss
 from diffusion_canon.finetune.textual_inversion import (
@@ -50,14 +52,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
-    check_sd_layout(args.pretrained_model_name_or_path)
     paths = list_images(args.train_data_dir, "train_data_dir") * args.repeats
-    base = load_sd_components(args.pretrained_model_name_or_path, args.revision, args.variant)
+    base = load_base(args)
     token_ids, initializer_id = add_placeholder_tokens(base.tokenizer, args.placeholder_token,
                                                        args.initializer_token, args.num_vectors)
     run = TrainingRun(args, "textual_inversion")
-    if args.prediction_type:
-        base.noise_scheduler.register_to_config(prediction_type=args.prediction_type)
 
     # Models: all frozen in the run's dtype; the only trainable tensor is the (num_vectors, D) block of new rows,
     # each initialised to the initializer token's embedding.

@@ -13,7 +13,7 @@ from accelerate import Accelerator
 from PIL import Image
 
 from ..training.arguments import add_diffusion_loss_args
-from .base import SDComponents
+from .base import SDComponents, load_sd_components
 from .data import list_images
 from .loss import add_training_noise, encode_latents, prediction_target
 
@@ -49,6 +49,15 @@ def check_sd_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--repeats must be >= 1, got {args.repeats}")
     if args.cache_latents and (args.random_flip or not args.center_crop):
         logger.warning("--cache_latents encodes each image once: random crops/flips are drawn once, not per epoch")
+
+
+def load_base(args: argparse.Namespace) -> SDComponents:
+    """Load ``--pretrained_model_name_or_path`` in fp32 (a folder not in SD layout is a ``ValueError``) and apply
+    ``--prediction_type``."""
+    base = load_sd_components(args.pretrained_model_name_or_path, args.revision, args.variant)
+    if args.prediction_type:
+        base.noise_scheduler.register_to_config(prediction_type=args.prediction_type)
+    return base
 
 
 class PromptEncoder:
