@@ -81,6 +81,7 @@ def test_output_types_and_names():
     assert isinstance(as_np, np.ndarray) and as_np.shape == (2, 16, 16, 3)
     assert as_np.min() >= 0 and as_np.max() <= 1
     np.testing.assert_allclose(as_np, pt.permute(0, 2, 3, 1).numpy(), atol=1e-6)
+    assert pipe.get_label_ids(["three", "zero"]) == [3, 0]
     pil = pipe(class_labels=0, batch_size=3, generator=torch.Generator().manual_seed(0), **kwargs).images
     assert len(pil) == 3 and pil[0].size == (16, 16)
 

@@ -82,6 +82,10 @@ class ADMPipeline(FolderPipelineMixin, DiffusionPipeline):
             raise ValueError(f"class_labels: {int(label)} is out of range; allowed {allowed}")
         return int(label)
 
+    def get_label_ids(self, label: str | Sequence[str]) -> list[int]:
+        """Class name(s) → index(es), as diffusers' ``DiTPipeline.get_label_ids``."""
+        return [self.class_index(name) for name in ([label] if isinstance(label, str) else label)]
+
     def prepare_class_labels(self, class_labels: ClassLabels | None, batch_size: int) -> torch.Tensor | None:
         """``[N]`` LongTensor of class indices (``None`` for unconditional sampling). A single label is repeated
         ``batch_size`` times; a sequence or tensor sets the batch size."""
