@@ -62,6 +62,7 @@ def check_prompts(prompt: str | Sequence[str] | None) -> list[str]:
 
 
 def check_positive_int(name: str, value: Any) -> int:
+    """``value`` when it is an int >= 1 (not a bool); ``ValueError`` naming ``name`` otherwise."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
     return value
