@@ -161,7 +161,8 @@ def test_karlo_prior_transformer_weights_give_diffusers_outputs():
         assert not torch.allclose(unmasked[0], got[0], atol=1e-3)
         # the null condition is diffusers' forward on the empty prompt's encoding
         expected_null = reference(x, t, proj_embedding=null_embeds.expand(B, D),
-                                  encoder_hidden_states=null_tokens.expand(B, L, D), attention_mask=null_mask.expand(B, L))
+                                  encoder_hidden_states=null_tokens.expand(B, L, D),
+                                  attention_mask=null_mask.expand(B, L))
         got_null = ours(x, t, text, tokens, mask, keep_condition=torch.zeros(B, dtype=torch.bool))
         torch.testing.assert_close(got_null.predicted_image_embedding, expected_null.predicted_image_embedding,
                                    atol=1e-5, rtol=1e-5)

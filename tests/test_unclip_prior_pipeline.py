@@ -39,7 +39,8 @@ def pipe(tokenizer):
 
 
 def run(pipe, seed=0, **kwargs):
-    return pipe(**{"prompt": PROMPTS, "num_inference_steps": 5, **kwargs}, generator=torch.Generator().manual_seed(seed))
+    kwargs = {"prompt": PROMPTS, "num_inference_steps": 5, **kwargs}
+    return pipe(**kwargs, generator=torch.Generator().manual_seed(seed))
 
 
 def test_shapes_and_reproducibility(pipe):
@@ -112,7 +113,8 @@ def test_bad_input(pipe, tokenizer):
         make_pipeline(tokenizer, text_hidden_size=12)
     good = make_pipeline(tokenizer)
     with pytest.raises(ValueError, match="prediction_type"):
-        UnCLIPPriorPipeline(good.prior, good.text_encoder, good.tokenizer, ImprovedDDPMScheduler(num_train_timesteps=100))
+        epsilon_scheduler = ImprovedDDPMScheduler(num_train_timesteps=100)
+        UnCLIPPriorPipeline(good.prior, good.text_encoder, good.tokenizer, epsilon_scheduler)
 
 
 def test_prior_reading_only_the_text_embedding(tokenizer):

@@ -117,7 +117,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         text_encoder = CLIPTextModelWithProjection.from_pretrained(args.clip_model_path)
         pipe = UnCLIPPriorPipeline(run.unwrap(prior).eval(), text_encoder, tokenizer, scheduler)
         save_pipeline_folder(pipe, args.output_dir)
-        held_out = load_glyphs(args.resolution, seed=args.data_seed, split="validation", num_images=args.num_eval_images)
+        held_out = load_glyphs(args.resolution, seed=args.data_seed, split="validation",
+                               num_images=args.num_eval_images)
         metrics = evaluate_prior(pipe, clip_embeddings(clip, tokenizer, processor, held_out), list(held_out["caption"]),
                                  args.eval_inference_steps, args.data_seed)
         with open(os.path.join(args.output_dir, "prior_eval.json"), "w") as f:

@@ -50,13 +50,16 @@ class CausalSelfAttentionBlock(nn.Module):
         self.qkv = nn.Linear(width, 3 * width)
         self.out = nn.Linear(width, width)
         self.norm2 = nn.LayerNorm(width)
-        self.mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width), nn.Dropout(dropout))
+        self.mlp = nn.Sequential(
+            nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width), nn.Dropout(dropout)
+        )
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """x: (B, S, W); mask: (B, 1, S, S) bool, True where query i may attend to key j."""
         b, s, w = x.shape
         q, k, v = self.qkv(self.norm1(x)).view(b, s, 3, self.num_heads, w // self.num_heads).permute(2, 0, 3, 1, 4)
-        attended = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
+        dropout = self.dropout if self.training else 0.0
+        attended = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
         x = x + self.out(attended.transpose(1, 2).reshape(b, s, w))
         return x + self.mlp(self.norm2(x))
 
