@@ -12,6 +12,7 @@ from transformers import CLIPModel, CLIPTextModelWithProjection, CLIPVisionModel
 from diffusion_canon.data.tokenizer import build_glyph_tokenizer
 from diffusion_canon.models.clip_glyphs import (
     encode_images,
+    encode_pairs,
     encode_prompts,
     glyph_clip_config,
     glyph_clip_image_processor,
@@ -97,6 +98,21 @@ def test_saved_folder_loads_as_split_towers_with_the_same_embeddings(tokenizer, 
     torch.testing.assert_close(encode_images(image_encoder, processor, images), by_hand, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(encode_images(model, processor, images.permute(0, 2, 3, 1).numpy()), by_hand,
                                atol=1e-4, rtol=1e-4)
+
+
+def test_encode_pairs_batches_like_single_calls(tokenizer):
+    torch.manual_seed(0)
+    model = CLIPModel(glyph_clip_config(tokenizer, hidden_size=16, num_layers=1, projection_dim=8)).eval()
+    images, captions = shapes_world(5, seed=2)
+    processor = glyph_clip_image_processor()
+    pairs = encode_pairs(model, tokenizer, processor, images, captions, batch_size=2)
+    assert pairs["image_embeds"].shape == (5, 8) and pairs["tokens"].shape == (5, tokenizer.model_max_length, 16)
+    text_embeds, tokens, mask = encode_prompts(model, tokenizer, captions)
+    torch.testing.assert_close(pairs["text_embeds"], text_embeds)
+    torch.testing.assert_close(pairs["mask"], mask)
+    torch.testing.assert_close(pairs["image_embeds"], encode_images(model, processor, images))
+    with pytest.raises(ValueError, match="as many images as captions"):
+        encode_pairs(model, tokenizer, processor, images, captions[:3])
 
 
 def test_pixel_values_bad_shape():

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from transformers import CLIPModel, CLIPTextModelWithProjection, CLIPTokenizer
 
 from diffusion_canon.data.glyphs import load_glyphs
-from diffusion_canon.models.clip_glyphs import CLIPImageProcessor, encode_images, encode_prompts
+from diffusion_canon.models.clip_glyphs import CLIPImageProcessor, encode_pairs
 from diffusion_canon.models.unclip_prior import UnCLIPPriorTransformer
 from diffusion_canon.pipelines.hub import save_pipeline_folder
 from diffusion_canon.pipelines.pipeline_unclip_prior import UnCLIPPriorPipeline, default_prior_scheduler
@@ -54,17 +54,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-@torch.no_grad()
-def clip_embeddings(clip: CLIPModel, tokenizer, processor, dataset) -> dict[str, torch.Tensor]:
-    """Frozen CLIP once over a glyph dataset: z_i (N, D), z_t (N, D), token encodings (N, L, H), mask (N, L)."""
-    captions, images, chunks = list(dataset["caption"]), list(dataset["image"]), []
-    for start in range(0, len(captions), 256):
-        text_embeds, tokens, mask = encode_prompts(clip, tokenizer, captions[start : start + 256])
-        image_embeds = encode_images(clip, processor, images[start : start + 256])
-        chunks.append(dict(image_embeds=image_embeds, text_embeds=text_embeds, tokens=tokens, mask=mask))
-    return {key: torch.cat([c[key] for c in chunks]) for key in chunks[0]}
-
-
 class EmbeddingDataset(torch.utils.data.Dataset):
     def __init__(self, tensors: dict[str, torch.Tensor]):
         self.tensors = tensors
@@ -83,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     tokenizer = CLIPTokenizer.from_pretrained(args.clip_model_path)
     processor = CLIPImageProcessor.from_pretrained(args.clip_model_path)
     train = load_glyphs(args.resolution, seed=args.data_seed, split="train", num_images=args.num_images)
-    embeddings = clip_embeddings(clip, tokenizer, processor, train)
+    embeddings = encode_pairs(clip, tokenizer, processor, list(train["image"]), list(train["caption"]))
 
     text_config = clip.config.text_config
     prior = UnCLIPPriorTransformer(
@@ -119,8 +108,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         save_pipeline_folder(pipe, args.output_dir)
         held_out = load_glyphs(args.resolution, seed=args.data_seed, split="validation",
                                num_images=args.num_eval_images)
-        metrics = evaluate_prior(pipe, clip_embeddings(clip, tokenizer, processor, held_out), list(held_out["caption"]),
-                                 args.eval_inference_steps, args.data_seed)
+        captions = list(held_out["caption"])
+        metrics = evaluate_prior(pipe, encode_pairs(clip, tokenizer, processor, list(held_out["image"]), captions),
+                                 captions, args.eval_inference_steps, args.data_seed)
         with open(os.path.join(args.output_dir, "prior_eval.json"), "w") as f:
             json.dump(metrics, f, indent=2)
         write_model_card(

@@ -112,3 +112,23 @@ def encode_images(image_encoder: Any, image_processor: CLIPImageProcessor, image
     if isinstance(image_encoder, CLIPModel):
         return image_encoder.visual_projection(image_encoder.vision_model(pixel_values=pixel_values).pooler_output)
     return image_encoder(pixel_values=pixel_values).image_embeds
+
+
+@torch.no_grad()
+def encode_pairs(
+    clip: CLIPModel, tokenizer: Any, image_processor: CLIPImageProcessor, images: Sequence[Any],
+    captions: Sequence[str], batch_size: int = 256,
+) -> dict[str, torch.Tensor]:
+    """A frozen CLIP once over N (image, caption) pairs, in batches, for training an unCLIP prior or decoder.
+
+    Returns:
+        ``image_embeds`` z_i (N, D), ``text_embeds`` z_t (N, D), ``tokens`` (N, L, H) and ``mask`` (N, L).
+    """
+    if len(images) != len(captions) or not len(captions):
+        raise ValueError(f"need as many images as captions (at least 1), got {len(images)} and {len(captions)}")
+    chunks = []
+    for start in range(0, len(captions), batch_size):
+        text_embeds, tokens, mask = encode_prompts(clip, tokenizer, captions[start : start + batch_size])
+        image_embeds = encode_images(clip, image_processor, images[start : start + batch_size])
+        chunks.append(dict(image_embeds=image_embeds, text_embeds=text_embeds, tokens=tokens, mask=mask))
+    return {key: torch.cat([chunk[key] for chunk in chunks]) for key in chunks[0]}
