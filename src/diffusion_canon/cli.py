@@ -12,6 +12,7 @@ import sys
 
 # modules (relative to this package) that provide `add_parser(subparsers)`; imported only when the CLI runs
 _SUBCOMMANDS: list[str] = [
+    ".convert.cli",
     ".demo",
 ]
 

@@ -4,6 +4,7 @@ to improved-diffusion / guided-diffusion ``ddim_sample``."""
 from __future__ import annotations
 
 import torch
+from diffusers import SchedulerMixin  # noqa: F401 - diffusers finds a component's loader base class in its module
 from diffusers.schedulers.scheduling_ddim import DDIMSchedulerOutput
 from diffusers.utils.torch_utils import randn_tensor
 

@@ -4,6 +4,7 @@ scheduler numerically equal to improved-diffusion / guided-diffusion ``p_sample`
 from __future__ import annotations
 
 import torch
+from diffusers import SchedulerMixin  # noqa: F401 - diffusers finds a component's loader base class in its module
 from diffusers.schedulers.scheduling_ddpm import DDPMSchedulerOutput
 from diffusers.utils.torch_utils import randn_tensor
 
