@@ -91,7 +91,8 @@ def build_word_tokenizer(output_dir: str, words: Iterable[str], model_max_length
     with open(os.path.join(output_dir, "merges.txt"), "w") as f:
         f.write("#version: 0.2\n" + "\n".join(merges) + "\n")
     return CLIPTokenizer(
-        os.path.join(output_dir, "vocab.json"), os.path.join(output_dir, "merges.txt"), model_max_length=model_max_length
+        os.path.join(output_dir, "vocab.json"), os.path.join(output_dir, "merges.txt"),
+        model_max_length=model_max_length,
     )
 
 

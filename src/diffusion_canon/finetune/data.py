@@ -128,7 +128,8 @@ class PriorPreservationPairs(Dataset):
         return max(len(self.instances), len(self.classes))
 
     def __getitem__(self, index: int) -> dict:
-        return {"instance": self.instances[index % len(self.instances)], "class": self.classes[index % len(self.classes)]}
+        return {"instance": self.instances[index % len(self.instances)],
+                "class": self.classes[index % len(self.classes)]}
 
 
 def collate(examples: list[dict]) -> dict:
@@ -150,7 +151,8 @@ class CachedLatents(Dataset):
         parameters = []
         with torch.no_grad():
             for start in range(0, len(dataset), batch_size):
-                pixels = torch.stack([dataset[i]["pixel_values"] for i in range(start, min(start + batch_size, len(dataset)))])
+                indices = range(start, min(start + batch_size, len(dataset)))
+                pixels = torch.stack([dataset[i]["pixel_values"] for i in indices])
                 parameters.append(vae.encode(pixels.to(device, dtype)).latent_dist.parameters.float().cpu())
         self.parameters = torch.cat(parameters)
 

@@ -41,7 +41,9 @@ def add_training_noise(
     return noise_scheduler.add_noise(latents, noise, timesteps), noise, timesteps
 
 
-def prediction_target(noise_scheduler, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+def prediction_target(
+    noise_scheduler, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor
+) -> torch.Tensor:
     """eps for epsilon-prediction, v for v-prediction (from the scheduler config)."""
     prediction_type = noise_scheduler.config.prediction_type
     if prediction_type == "epsilon":

@@ -1,4 +1,4 @@
-"""``diffusion-canon make-base``: train the tiny Stable-Diffusion-format glyph model that the fine-tuning demos start from.
+"""``diffusion-canon make-base``: train the tiny Stable-Diffusion-format glyph model the fine-tuning demos start from.
 
 Three stages on the glyph world's ``train`` split (the held-out fonts and styles are never seen, so DreamBooth and
 textual inversion have genuinely new subjects):

@@ -1,4 +1,5 @@
-"""Model cards: ``README.md`` in the output folder, filled from a Jinja template in the repository's ``model_cards/``."""
+"""Model cards: ``README.md`` in the output folder, filled from a Jinja template in the repository's
+``model_cards/``."""
 
 from __future__ import annotations
 
