@@ -179,3 +179,14 @@ def test_lora_trains_in_fp32_under_bf16(base, instance_dir, tmp_path):
     with safe_open(str(out / "pytorch_lora_weights.safetensors"), "pt") as f:
         dtypes = {f.get_tensor(k).dtype for k in f.keys()}
     assert dtypes == {torch.float32}
+
+
+def test_model_card_snippet_runs(base, instance_dir, tmp_path):
+    """The card's load snippet is real code: execute it against the output folder."""
+    out = tmp_path / "card"
+    dreambooth.main(dreambooth_args(base, instance_dir, out, "--use_lora", "--rank", "2"))
+    card = (out / "README.md").read_text()
+    snippet = card.split("```python\n", 1)[1].split("```", 1)[0]
+    namespace: dict = {}
+    exec(snippet.replace("(\"a sks font letter\")", "(\"a sks font letter\", num_inference_steps=2)"), namespace)
+    assert namespace["image"].size == (32, 32)
