@@ -1,0 +1,123 @@
+"""The class-conditional ADM on glyphs (``pipelines/adm-glyphs-32``): its demo-gallery section and the measurements
+the gallery and the benchmarks share — samples per class, class accuracy, cFID and within-class diversity under
+classifier guidance (Dhariwal & Nichol 2021, §4: larger classifier scales trade diversity for fidelity)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .pipeline_adm import ADMPipeline
+
+DEFAULT_PIPELINE = Path(__file__).resolve().parents[3] / "pipelines" / "adm-glyphs-32"
+# the data the default was trained on (its RECIPE.md); real images for cFID come from the same selection
+DEFAULT_SELECTION = {"characters": "0123456789", "colors": "black", "backgrounds": "white"}
+DEFAULT_DEMO_SCALE = 3.0  # classifier scale of the per-class grid (benchmarks/RESULTS.md, Q2)
+
+
+def load_default_pipeline(path: str | Path = DEFAULT_PIPELINE) -> ADMPipeline:
+    """The default glyph ADM (U-Net + noisy classifier), float32 on the CPU."""
+    if not (Path(path) / "model_index.json").is_file():
+        raise ValueError(f"no ADM pipeline folder at {str(path)!r} (expected model_index.json); see its RECIPE.md")
+    pipe = ADMPipeline.from_pretrained(path)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def sample_per_class(
+    pipe: ADMPipeline,
+    per_class: int,
+    classifier_scale: float = 0.0,
+    num_inference_steps: int = 25,
+    seed: int = 0,
+    batch_size: int = 50,
+) -> tuple[np.ndarray, list[int]]:
+    """``per_class`` samples of every class, class-major: images ``(K·per_class, H, W, 3)`` float in [0, 1] and their
+    labels. Batch ``b`` uses the generator seeded ``seed + b``, so every scale sees the same initial noise."""
+    labels = [k for k in range(pipe.num_classes) for _ in range(per_class)]
+    images = []
+    for b, start in enumerate(range(0, len(labels), batch_size)):
+        images.append(pipe(labels[start : start + batch_size], num_inference_steps=num_inference_steps,
+                           classifier_scale=classifier_scale, output_type="np",
+                           generator=torch.Generator().manual_seed(seed + b)).images)
+    return np.concatenate(images), labels
+
+
+def reference_images(count: int, selection: dict | None = None, seed: int = 0) -> np.ndarray:
+    """``count`` real glyphs (split "test", never trained on) of the default's selection, ``(N, 32, 32, 3)`` in [0, 1]."""
+    from ..data.glyphs import glyph_specs, render_glyph
+
+    specs = glyph_specs(num_images=count, seed=seed, split="test", **(selection or DEFAULT_SELECTION))
+    return np.stack([render_glyph(spec, 32)[32] for spec in specs]).astype(np.float32) / 255
+
+
+def within_class_diversity(images: np.ndarray, labels: Sequence[int]) -> float:
+    """Mean pairwise distance between glyph-classifier features of images of the same class, averaged over classes."""
+    from ..evaluation import glyph_features
+
+    features, labels = glyph_features(images), np.asarray(labels)
+    spreads = []
+    for k in np.unique(labels):
+        f = features[labels == k]
+        if len(f) > 1:
+            distances = np.linalg.norm(f[:, None] - f[None], axis=-1)
+            spreads.append(distances.sum() / (len(f) * (len(f) - 1)))
+    return float(np.mean(spreads))
+
+
+def sample_quality(images: np.ndarray, labels: Sequence[int], class_names: Sequence[str],
+                   real: np.ndarray, real_labels: Sequence[int]) -> dict[str, float]:
+    """Class accuracy (glyph classifier), cFID against ``real`` and within-class diversity relative to ``real``'s."""
+    from ..evaluation import cfid, class_accuracy
+
+    return {
+        "accuracy": class_accuracy(images, [class_names[k] for k in labels]),
+        "cfid": cfid(images, real),
+        "diversity": within_class_diversity(images, labels) / within_class_diversity(real, real_labels),
+    }
+
+
+def real_labels(count: int, selection: dict | None = None) -> list[int]:
+    """Class indices (within the selection) of :func:`reference_images`: characters cycle through the selection."""
+    characters = (selection or DEFAULT_SELECTION)["characters"]
+    return [i % len(characters) for i in range(count)]
+
+
+def adm_glyphs_section(output: Path, scales: Sequence[float] = (0.0, 1.0, 3.0, 10.0), steps: int = 25):
+    """Demo section: a grid per class (4 samples of each digit, default scale) and a classifier-scale sweep (the same
+    noise at every scale) with the class accuracy of each row."""
+    from ..demo import DemoSection, image_grid
+    from ..evaluation import class_accuracy
+
+    pipe = load_default_pipeline()
+    names = pipe.class_names
+    images, labels = sample_per_class(pipe, 4, DEFAULT_DEMO_SCALE, steps, seed=0)
+    by_class = [images[k * 4 + i] for i in range(4) for k in range(len(names))]
+    image_grid([(x * 255).round().astype(np.uint8) for x in by_class], len(names)).save(output / "adm_per_class.png")
+
+    rows, table = [], [["classifier scale", "class accuracy (glyph classifier, 20 samples)"]]
+    for scale in scales:
+        sweep, sweep_labels = sample_per_class(pipe, 2, scale, steps, seed=1)
+        rows.extend(sweep[0::2])  # one image per class and scale
+        table.append([f"{scale:g}", f"{class_accuracy(sweep, [names[k] for k in sweep_labels]):.0%}"])
+    image_grid([(x * 255).round().astype(np.uint8) for x in rows], len(names)).save(output / "adm_scale_sweep.png")
+    return DemoSection(
+        title="ADM with classifier guidance on glyphs (pipelines/adm-glyphs-32)",
+        description=(
+            "A small class-conditional ADM U-Net (learned Σ, hybrid loss, cosine schedule) and a noisy-image "
+            "classifier trained on CPU on the digits of the glyph world (training/train_adm.py and "
+            f"training/train_classifier.py; RECIPE.md). {steps} respaced ancestral steps. Classifier guidance "
+            "shifts each step's mean by s·Σ·∇ log p(y | x_t): larger scales s make the digits more legible."
+        ),
+        images=[
+            ("adm_per_class.png", f"4 samples per class, columns = {', '.join(names)}, classifier scale "
+                                  f"{DEFAULT_DEMO_SCALE:g}"),
+            ("adm_scale_sweep.png", f"classifier scale sweep, rows = scales {', '.join(f'{s:g}' for s in scales)}; "
+                                    "the same initial noise in every row"),
+        ],
+        table=table,
+    )
+
