@@ -24,7 +24,7 @@ def encode_latents(batch: dict, vae: torch.nn.Module) -> torch.Tensor:
         posterior = DiagonalGaussianDistribution(batch["latent_parameters"])
     else:
         posterior = vae.encode(batch["pixel_values"].to(vae.device, vae.dtype)).latent_dist
-    return posterior.sample().float() * vae.config.scaling_factor
+    return (posterior.sample().float() * vae.config.scaling_factor).contiguous()
 
 
 def add_training_noise(
@@ -32,7 +32,9 @@ def add_training_noise(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Draw eps ~ N(0, I) (plus ``noise_offset`` * a per-channel constant, Guttenberg 2023) and t ~ U{0..T-1};
     return (z_t, eps, t)."""
-    noise = torch.randn_like(latents)
+    # randn(shape), not randn_like: randn_like keeps a non-contiguous layout (VAE latents are views of the posterior
+    # parameters), which changes how many numbers the CPU generator draws, so cached and uncached runs would diverge
+    noise = torch.randn(latents.shape, device=latents.device, dtype=latents.dtype)
     if noise_offset:
         noise = noise + noise_offset * torch.randn(latents.shape[0], latents.shape[1], 1, 1, device=latents.device)
     timesteps = torch.randint(
