@@ -1,0 +1,47 @@
+"""The shipped default `pipelines/unclip-glyphs`: loads by both routes, its components agree, it generates from prompts
+and images, and its demo section renders."""
+
+import json
+
+import pytest
+import torch
+from diffusers import DiffusionPipeline
+
+from diffusion_canon.pipelines.demo_unclip import DEFAULT_PIPELINE, load_default_unclip, unclip_section
+from diffusion_canon.pipelines.pipeline_unclip import UnCLIPPipeline
+
+pytestmark = pytest.mark.skipif(not (DEFAULT_PIPELINE / "model_index.json").is_file(),
+                                reason="pipelines/unclip-glyphs not built (see its RECIPE.md)")
+
+
+def test_default_folder_is_complete_and_small():
+    index = json.loads((DEFAULT_PIPELINE / "model_index.json").read_text())
+    assert index["_class_name"] == ["pipeline", "UnCLIPPipeline"]
+    for name in ("decoder", "decoder_scheduler", "prior", "prior_scheduler", "text_encoder", "tokenizer",
+                 "image_encoder", "image_processor"):
+        assert index[name][0] is not None, name
+    size = sum(p.stat().st_size for p in DEFAULT_PIPELINE.rglob("*") if p.is_file())
+    assert size < 12 * 2**20, f"{size / 2**20:.1f} MiB"
+    assert (DEFAULT_PIPELINE / "RECIPE.md").is_file() and (DEFAULT_PIPELINE / "README.md").is_file()
+
+
+def test_default_generates_by_both_loading_routes():
+    pipe = load_default_unclip()
+    assert pipe.decoder.dtype == torch.float32
+    generic = DiffusionPipeline.from_pretrained(DEFAULT_PIPELINE, trust_remote_code=True, torch_dtype=torch.float32)
+    assert isinstance(generic, UnCLIPPipeline)
+    generic.set_progress_bar_config(disable=True)
+    kwargs = dict(prompt=["a red letter A"], num_inference_steps=3, prior_num_inference_steps=3, output_type="pt")
+    a = pipe(**kwargs, generator=torch.Generator().manual_seed(0))
+    b = generic(**kwargs, generator=torch.Generator().manual_seed(0))
+    side = pipe.decoder.config.sample_size
+    assert a.images.shape == (1, 3, side, side)
+    torch.testing.assert_close(a.images, b.images)
+    variations = pipe.variations(a.images, num_images_per_image=2, num_inference_steps=3, output_type="np")
+    assert variations.images.shape == (2, side, side, 3)
+
+
+@pytest.mark.slow  # 25 + 25 steps for 16 prompts' images and 18 variations: ~20 s on a busy CPU
+def test_demo_section(tmp_path):
+    section = unclip_section(tmp_path)
+    assert all((tmp_path / name).is_file() for name, _ in section.images)
