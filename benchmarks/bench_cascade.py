@@ -54,7 +54,7 @@ def glyph_tensors(resolution: int, split: str, num_images: int, seed: int = 0) -
 
 
 def train_base(args: argparse.Namespace) -> None:
-    """A class-conditional 8x8 ADM (learned Σ, hybrid loss, cosine schedule) by a plain AdamW loop with EMA."""
+    """A class-conditional 8x8 ADM (v-prediction, learned Σ, hybrid loss, cosine schedule) by a plain AdamW loop with EMA."""
     from diffusers.training_utils import EMAModel
 
     torch.manual_seed(args.seed)
@@ -62,7 +62,7 @@ def train_base(args: argparse.Namespace) -> None:
     unet = ADMUNet2DModel(sample_size=LOW, in_channels=3, out_channels=6, model_channels=32, channel_mult=(1, 2),
                           num_res_blocks=1, attention_downsample_factors=(2,), num_classes=len(CHARACTERS),
                           class_names=list(CHARACTERS), use_scale_shift_norm=True, resblock_updown=True)
-    scheduler = ImprovedDDPMScheduler(beta_schedule="cosine", variance_type="learned_range")
+    scheduler = ImprovedDDPMScheduler(beta_schedule="cosine", variance_type="learned_range", prediction_type="v_prediction")
     optimizer = torch.optim.AdamW(unet.parameters(), lr=args.learning_rate, weight_decay=0.0)
     ema = EMAModel(unet.parameters(), decay=0.999)
     start = time.time()
@@ -89,7 +89,7 @@ def train_sr(args: argparse.Namespace) -> None:
     argv = ["--output_dir", args.output_dir, "--low_resolution", str(LOW), "--resolution", str(HIGH),
             "--max_train_steps", str(args.max_train_steps), "--train_batch_size", str(args.batch_size),
             "--learning_rate", str(args.learning_rate), "--seed", str(args.seed), "--num_images", str(args.num_images),
-            "--channel_mult", "1,2", "--checkpointing_steps", "0", "--validation_steps", "0", "--num_inference_steps", "25",
+            "--channel_mult", "1,2", "--prediction_type", "v_prediction", "--checkpointing_steps", "0", "--validation_steps", "0", "--num_inference_steps", "25",
             "--use_ema", "--ema_decay", "0.999", *VARIANTS[args.variant]]
     start = time.time()
     train_super_resolution.main(argv)
@@ -151,6 +151,19 @@ def evaluate(args: argparse.Namespace) -> dict:
     return results
 
 
+def report(args: argparse.Namespace) -> None:
+    """Markdown table of one or more ``evaluate`` JSON files (rows in order, duplicates of the floor dropped)."""
+    print("| configuration | cFID ↓ |\n| --- | ---: |")
+    seen = set()
+    for path in args.results:
+        results = json.loads(Path(path).read_text())
+        for row in results["rows"]:
+            if row["name"] not in seen:
+                seen.add(row["name"])
+                print(f"| {row['name']} | {row['cfid']:.2f} |")
+        print(f"| base {LOW}x{LOW} vs real {LOW}x{LOW} ({Path(path).name}) | {results['base_cfid_vs_real_low_res']:.2f} |")
+
+
 def assemble(args: argparse.Namespace) -> None:
     """Save base + SR stage as one fp16 cascade folder (model card and recipe are written by hand)."""
     pipe = load_cascade(args.base, args.sr[0]).to(torch.float16)
@@ -177,13 +190,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--num_inference_steps", type=int, default=25)
     p.add_argument("--sweep", type=int, nargs="*", default=[50, 150, 300])
     p.add_argument("--output", default="cascade_q3.json")
+    p = sub.add_parser("report")
+    p.add_argument("results", nargs="+")
     p = sub.add_parser("assemble")
     p.add_argument("--base", required=True)
     p.add_argument("--sr", nargs=1, required=True)
     p.add_argument("--output_dir", required=True)
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    {"train-base": train_base, "train-sr": train_sr, "evaluate": evaluate, "assemble": assemble}[args.command](args)
+    {"train-base": train_base, "train-sr": train_sr, "evaluate": evaluate, "report": report, "assemble": assemble}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ def weights(folder: Path) -> dict[str, torch.Tensor]:
 
 def test_glyph_pairs_with_augmentation_resume_exactly(tmp_path):
     flags = [*TINY, "--num_images", "8", "--characters", "AB", "--max_train_steps", "4", "--checkpointing_steps", "2",
-             "--noise_augmentation_probability", "0.5", "--blur_probability", "0.5"]
+             "--noise_augmentation_probability", "0.5", "--blur_probability", "0.5", "--prediction_type", "v_prediction"]
     train_super_resolution.main([*flags, "--output_dir", str(tmp_path / "full")])
     train_super_resolution.main([*flags, "--output_dir", str(tmp_path / "part"), "--max_train_steps", "2"])
     train_super_resolution.main([*flags, "--output_dir", str(tmp_path / "part"),
@@ -35,6 +35,7 @@ def test_glyph_pairs_with_augmentation_resume_exactly(tmp_path):
     assert all(torch.equal(full[key], resumed[key]) for key in full)
     pipe = SuperResolutionPipeline.from_pretrained(tmp_path / "full")
     assert pipe.unet.config.low_res_sample_size == 8 and pipe.unet.config.num_classes == 36
+    assert pipe.scheduler.config.prediction_type == "v_prediction"
     assert (tmp_path / "full" / "README.md").read_text().count("8×8 → 16×16") == 1
 
 

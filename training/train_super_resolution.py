@@ -57,6 +57,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     diffusion.add_argument("--num_train_timesteps", type=int, default=1000)
     diffusion.add_argument("--noise_schedule", default="cosine", choices=("linear", "cosine"))
     diffusion.add_argument("--learn_sigma", action=argparse.BooleanOptionalAction, default=True)
+    diffusion.add_argument("--prediction_type", default="epsilon", choices=("epsilon", "sample", "v_prediction"),
+                           help="What the network predicts (v avoids the ε-parametrisation's amplified x̂_0 at t ≈ T).")
     diffusion.add_argument("--loss_type", default="rescaled_mse", choices=LOSS_TYPES,
                            help="rescaled_mse = L_simple + λ·L_vlb with λ = 0.001 (the hybrid loss).")
     augmentation = parser.add_argument_group("conditioning augmentation")
@@ -138,7 +140,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         unet.enable_gradient_checkpointing()
     scheduler = ImprovedDDPMScheduler(
         num_train_timesteps=args.num_train_timesteps, beta_schedule=args.noise_schedule,
-        variance_type="learned_range" if args.learn_sigma else "fixed_small",
+        variance_type="learned_range" if args.learn_sigma else "fixed_small", prediction_type=args.prediction_type,
     )
     run.trainable(unet.parameters())
     dataloader = run.dataloader(pairs)
