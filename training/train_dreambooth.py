@@ -135,6 +135,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         run.validation = lambda: validation_images(base.pipeline, args.validation_prompt, args)
 
     models = (unet, text_encoder) if args.train_text_encoder else (unet,)
+    for model in models:
+        model.train()  # from_pretrained returns eval mode; dropout (if the base has any) belongs to training
     for batch in run.batches(dataloader):
         with run.accumulate(*models):
             model_pred, target, timesteps = predict_batch(batch, base, unet, encode_prompts, args.noise_offset,
