@@ -7,7 +7,8 @@ Takes ADM pipeline folders (``NAME=PATH``) trained by ``training/train_adm.py`` 
 - bits/dim: the full variational bound over all T steps (``nll_bits_per_dim``, improved-diffusion's ``calc_bpd_loop``)
   on ``--bpd_images`` real test-split glyphs of the training selection;
 - cFID (glyph-classifier features) and class accuracy of ``--per_class`` samples per class at each respacing in
-  ``--steps`` (ancestral sampling, no guidance, the same seeds for both models), against as many real glyphs.
+  ``--steps`` (ancestral sampling, no guidance, the same seeds for both models), against as many real glyphs, on
+  grey-stretched samples (``demo_adm.sample_quality``).
 
     python benchmarks/bench_adm_learned_sigma.py hybrid=pipelines/adm-glyphs-32 simple=out/adm-lsimple
 
