@@ -81,7 +81,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
 
-    pipe = UnCLIPPipeline.from_pretrained(args.pipeline, torch_dtype=torch.float32)
+    pipe = UnCLIPPipeline.from_pretrained(args.pipeline, dtype=torch.float32)
     pipe.set_progress_bar_config(disable=True)
     resolution = pipe.decoder.config.sample_size
     clip_resolution = pipe.image_processor.crop_size["height"]

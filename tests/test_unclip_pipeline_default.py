@@ -28,7 +28,7 @@ def test_default_folder_is_complete_and_small():
 def test_default_generates_by_both_loading_routes():
     pipe = load_default_unclip()
     assert pipe.decoder.dtype == torch.float32
-    generic = DiffusionPipeline.from_pretrained(DEFAULT_PIPELINE, trust_remote_code=True, torch_dtype=torch.float32)
+    generic = DiffusionPipeline.from_pretrained(DEFAULT_PIPELINE, trust_remote_code=True, dtype=torch.float32)
     assert isinstance(generic, UnCLIPPipeline)
     generic.set_progress_bar_config(disable=True)
     kwargs = dict(prompt=["a red letter A"], num_inference_steps=3, prior_num_inference_steps=3, output_type="pt")

@@ -27,7 +27,7 @@ def load_default_unclip(path: str | Path = DEFAULT_PIPELINE) -> UnCLIPPipeline:
     """The default glyph unCLIP (CLIP + prior + decoder), float32 on the CPU."""
     if not (Path(path) / "model_index.json").is_file():
         raise ValueError(f"no unCLIP folder at {str(path)!r} (expected model_index.json); see its RECIPE.md")
-    pipe = UnCLIPPipeline.from_pretrained(path, torch_dtype=torch.float32)
+    pipe = UnCLIPPipeline.from_pretrained(path, dtype=torch.float32)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
