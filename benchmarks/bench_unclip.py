@@ -148,7 +148,8 @@ def main(argv=None) -> dict:
 
 
 def markdown(results: dict) -> str:
-    lines = ["| decoder conditioned on | cFID ↓ | character acc | font acc | colour acc | s |", "|---|---|---|---|---|---|"]
+    lines = ["| decoder conditioned on | cFID ↓ | character acc | font acc | colour acc | s |",
+             "|---|---|---|---|---|---|"]
     for name, r in results.items():
         if name in ("settings", "prior_cosine_similarity"):
             continue

@@ -158,7 +158,7 @@ def test_bad_input(pipe, tokenizer):
     with pytest.raises(ValueError, match="empty list"):
         pipe.variations([])
     # dimensions that disagree between the components
-    with pytest.raises(ValueError, match="decoder embedding_dim=6 does not match the CLIP text encoder projection_dim=8"):
+    with pytest.raises(ValueError, match="embedding_dim=6 does not match the CLIP text encoder projection_dim=8"):
         UnCLIPPipeline(**make_parts(tokenizer, decoder_dim=6))
     with pytest.raises(ValueError, match="does not match the prior embedding_dim=6"):
         UnCLIPPipeline(**make_parts(tokenizer, prior_dim=6))

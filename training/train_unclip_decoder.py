@@ -34,7 +34,12 @@ from diffusion_canon.pipelines.hub import save_pipeline_folder
 from diffusion_canon.pipelines.pipeline_unclip import UnCLIPPipeline, decoder_sample_loop
 from diffusion_canon.pipelines.pipeline_unclip_prior import UnCLIPPriorPipeline
 from diffusion_canon.training import TrainingRun, image_grid, parse_training_args, training_parser, write_model_card
-from diffusion_canon.training.adm_args import add_adm_network_args, add_diffusion_args, diffusion_scheduler, network_kwargs
+from diffusion_canon.training.adm_args import (
+    add_adm_network_args,
+    add_diffusion_args,
+    diffusion_scheduler,
+    network_kwargs,
+)
 from diffusion_canon.training.losses import LOSS_TYPES, training_losses
 from diffusion_canon.training.model_card import template_path
 from diffusion_canon.training.timestep_samplers import LossAwareSampler, create_named_schedule_sampler

@@ -28,6 +28,7 @@ import torch
 from diffusers.configuration_utils import register_to_config
 from diffusers.models.attention_processor import Attention, AttnAddedKVProcessor2_0
 from diffusers.models.modeling_utils import ModelMixin  # noqa: F401 (diffusers finds the loader base here)
+from diffusers.models.resnet import ResnetBlock2D
 from torch import nn
 
 from .adm_blocks import ADMMidBlock, embed_timesteps, float32_group_norms, run_block, zero_output_layers
@@ -64,9 +65,10 @@ def conditioned_block(
         hidden_states = block.resnet(hidden_states, temb)
     if block.attention is not None:
         hidden_states = block.attention(hidden_states, encoder_hidden_states=context)
-    if block.resample is not None:
-        takes_temb = hasattr(block.resample, "time_emb_proj")  # an up/down ResnetBlock2D
-        hidden_states = block.resample(hidden_states, temb) if takes_temb else block.resample(hidden_states)
+    if isinstance(block.resample, ResnetBlock2D):  # BigGAN-style up/down residual block
+        hidden_states = block.resample(hidden_states, temb)
+    elif block.resample is not None:
+        hidden_states = block.resample(hidden_states)
     return hidden_states
 
 
@@ -155,7 +157,8 @@ class UnCLIPDecoderUNet2DModel(ADMUNet2DModel):
         config = self.config
         if image_embeds.ndim != 2 or image_embeds.shape[1] != config.embedding_dim:
             raise ValueError(
-                f"image_embeds must have shape (N, embedding_dim={config.embedding_dim}), got {tuple(image_embeds.shape)}"
+                f"image_embeds must have shape (N, embedding_dim={config.embedding_dim}), "
+                f"got {tuple(image_embeds.shape)}"
             )
         embeds = image_embeds.to(self.null_image_embedding.dtype)
         if config.normalize_image_embeds:
@@ -174,7 +177,9 @@ class UnCLIPDecoderUNet2DModel(ADMUNet2DModel):
         tokens = self.image_embedding_to_context(embeds).view(n, config.num_context_tokens, config.context_dim)
         if self.text_tokens_proj is None:
             if text_token_encodings is not None:
-                raise ValueError("text_token_encodings given, but this decoder has no text conditioning (text_hidden_size=0)")
+                raise ValueError(
+                    "text_token_encodings given, but this decoder has no text conditioning (text_hidden_size=0)"
+                )
             return tokens
         if text_token_encodings is None:  # no caption: every row gets the learned null text tokens
             return torch.cat([tokens, self.null_text_tokens.expand(n, -1, -1).to(tokens.dtype)], dim=1)

@@ -8,8 +8,8 @@ The decoder is an ADM U-Net conditioned on the image embedding z_i and optionall
 pipeline (the cascade's ``SuperResolutionPipeline``) can upsample the decoder's images.
 
 RNG contract: with one ``torch.Generator``, the prior draws first (its initial noise, then each step's, see
-:mod:`.pipeline_unclip_prior`), then the decoder draws its initial noise ``(B, C, H, W)`` and each stochastic step's noise
-of that shape, in sampling order, then the super-resolution stage.
+:mod:`.pipeline_unclip_prior`), then the decoder draws its initial noise ``(B, C, H, W)`` and each stochastic step's
+noise of that shape, in sampling order, then the super-resolution stage.
 """
 
 from __future__ import annotations
@@ -226,7 +226,8 @@ class UnCLIPPipeline(FolderPipelineMixin, DiffusionPipeline):
             image_embeds = torch.zeros(len(text_token_encodings), config.embedding_dim)
         if image_embeds.ndim != 2 or image_embeds.shape[1] != config.embedding_dim:
             raise ValueError(
-                f"image_embeds must have shape (B, embedding_dim={config.embedding_dim}), got {tuple(image_embeds.shape)}"
+                f"image_embeds must have shape (B, embedding_dim={config.embedding_dim}), "
+                f"got {tuple(image_embeds.shape)}"
             )
         device = self._execution_device
         b = image_embeds.shape[0]
@@ -262,7 +263,8 @@ class UnCLIPPipeline(FolderPipelineMixin, DiffusionPipeline):
 
     def upsample(self, images: torch.Tensor, super_resolution: DiffusionPipeline | None, generator: Any,
                  output_type: str, kwargs: dict[str, Any] | None) -> Any:
-        """``images`` ``(B, C, H, W)`` in [−1, 1] (the decoder's x_0) → the final output, through the optional SR stage."""
+        """``images`` ``(B, C, H, W)`` in [−1, 1] (the decoder's x_0) → the final output, through the optional SR
+        stage."""
         if super_resolution is None:
             return self.postprocess(images, output_type)
         result = super_resolution(low_res=((images + 1) / 2).clamp(0, 1), generator=generator,
