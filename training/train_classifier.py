@@ -150,7 +150,8 @@ def evaluate(classifier: ADMClassifierModel, scheduler, args: argparse.Namespace
     y = data.labels
     generator = torch.Generator().manual_seed(0)
     metrics = {}
-    for t in (0, *(args_t * scheduler.config.num_train_timesteps // 4 for args_t in (1, 2, 3))):
+    quarter = scheduler.config.num_train_timesteps // 4
+    for t in (0, quarter, 2 * quarter, 3 * quarter):
         timesteps = torch.full((len(x_start),), t)
         noise = torch.randn(x_start.shape, generator=generator)
         x_t = scheduler.add_noise(x_start, noise, timesteps) if args.noised else x_start
