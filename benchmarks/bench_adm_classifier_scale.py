@@ -7,7 +7,7 @@ same-class samples, relative to that of the real glyphs), measured on grey-stret
 default's samples have tinted backgrounds the glyph classifier misreads; the raw accuracy is reported too). Writes a
 plot next to this script.
 
-    python benchmarks/bench_adm_classifier_scale.py --scales 0,1,2,4,8 --per_class 20 --steps 25
+    python benchmarks/bench_adm_classifier_scale.py --scales 0,1,2,4,8 --per_class 10 --steps 25
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pipeline", default=str(DEFAULT_PIPELINE))
     parser.add_argument("--scales", default="0,1,2,4,8")
-    parser.add_argument("--per_class", type=int, default=20)
+    parser.add_argument("--per_class", type=int, default=10)
     parser.add_argument("--steps", type=int, default=25, help="Respaced ancestral sampling steps.")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--plot", default=str(Path(__file__).with_name("adm_classifier_scale.png")))

@@ -46,7 +46,7 @@ def bits_per_dim(pipe, count: int, batch_size: int, seed: int) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("models", nargs="+", help="NAME=PATH pipeline folders, e.g. hybrid=pipelines/adm-glyphs-32")
+    parser.add_argument("models", nargs="*", help="NAME=PATH pipeline folders, e.g. hybrid=pipelines/adm-glyphs-32")
     parser.add_argument("--bpd_images", type=int, default=20)
     parser.add_argument("--per_class", type=int, default=5)
     parser.add_argument("--steps", default="50,1000", help="Respaced sampling step counts.")
@@ -54,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
+    if not args.models or any("=" not in model for model in args.models):
+        print("skipped: pass the models to compare as NAME=PATH (their recipes: pipelines/adm-glyphs-32/RECIPE.md)")
+        return 0
     models = dict(model.split("=", 1) for model in args.models)
     for path in models.values():
         if not (Path(path) / "model_index.json").is_file():
