@@ -89,6 +89,15 @@ def test_resume_mid_epoch_is_exact(tmp_path, ema):
     assert all(torch.equal(reference[k], again[k]) for k in reference)
 
 
+def test_resuming_a_finished_run_trains_no_further_step(tmp_path):
+    # constant LR: under the default linear decay an extra step at lr = 0 would go unnoticed
+    flags = ("--max_train_steps", "6", "--lr_scheduler", "constant")
+    finished = toy_main(toy_args(tmp_path / "run", *flags))
+    assert os.path.basename(list_checkpoints(str(tmp_path / "run"))[-1]) == "checkpoint-6"
+    again = toy_main(toy_args(tmp_path / "run", *flags, "--resume_from_checkpoint", "latest"))
+    assert all(torch.equal(finished[k], again[k]) for k in finished)
+
+
 def test_toy_run_is_sensitive_to_seed_and_ema(tmp_path):
     """The exactness test above can fail: another seed, or EMA, ends at other weights."""
     reference = toy_main(toy_args(tmp_path / "a"))

@@ -188,6 +188,8 @@ class TrainingRun:
         args, accelerator = self.args, self.accelerator
         if dataloader is not self._dataloader:
             raise ValueError("run.batches() takes the dataloader made by run.dataloader(...)")
+        if self.global_step >= self.max_train_steps:  # resumed from the final checkpoint: nothing left to train
+            return
         consumed = self.global_step * args.gradient_accumulation_steps
         first_epoch, skip = divmod(consumed, self.batches_per_epoch)
         bar = tqdm(total=self.max_train_steps, initial=self.global_step, desc="steps",
