@@ -14,6 +14,7 @@ import sys
 _SUBCOMMANDS: list[str] = [
     ".convert.cli",
     ".demo",
+    ".finetune.make_base",
 ]
 
 

@@ -25,7 +25,7 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
-from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel
 
 from ..training.model_card import write_model_card
@@ -36,7 +36,7 @@ DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser("make-base", help="Train the tiny SD-format glyph base (pipelines/tiny-sd-glyphs).",
+    parser = subparsers.add_parser("make-base", help="train the tiny SD-format glyph base (pipelines/tiny-sd-glyphs)",
                                    description=__doc__.split("\n\n")[0])
     parser.add_argument("--output_dir", default="pipelines/tiny-sd-glyphs")
     parser.add_argument("--resolution", type=int, default=32)
@@ -165,6 +165,8 @@ def run(args: argparse.Namespace) -> int:
     unet, text_encoder = tiny_unet(args.resolution // 4, 64), tiny_text_encoder(tokenizer)
     train_unet(unet, text_encoder, tokenizer, latent_params, captions, scheduler, scaling_factor, args)
 
+    from diffusers import StableDiffusionPipeline  # here, not at import: it loads transformers' image processors
+
     pipeline = StableDiffusionPipeline(
         vae=vae, text_encoder=text_encoder.eval(), tokenizer=tokenizer, unet=unet.eval(),
         scheduler=DDIMScheduler.from_config(scheduler.config, steps_offset=1, set_alpha_to_one=False),
@@ -184,6 +186,8 @@ def run(args: argparse.Namespace) -> int:
 
 def sample_grid(folder: str, resolution: int, num_inference_steps: int) -> list:
     """Four samples from the saved (reloaded) pipeline, for the model card."""
+    from diffusers import StableDiffusionPipeline
+
     from ..training.validation import image_grid
 
     pipeline = StableDiffusionPipeline.from_pretrained(folder, torch_dtype=torch.float32)
