@@ -42,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     real, real_y = reference_images(count), real_labels(count)
     rows = []
     print(f"{count} samples per scale ({args.per_class} per class), {args.steps} steps; cFID vs {count} real glyphs")
-    print("| classifier scale | class accuracy | class accuracy, raw | cFID | diversity (÷ real) |\n|---|---|---|---|---|")
+    print("| classifier scale | class accuracy | class accuracy, raw | cFID | diversity (÷ real) |")
+    print("|---|---|---|---|---|")
     for scale in (float(s) for s in args.scales.split(",")):
         start = time.perf_counter()
         images, labels = sample_per_class(pipe, args.per_class, scale, args.steps, args.seed)

@@ -83,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     header = ["model (Σ)", "bits/dim"] + [f"cFID @ {n} steps" for n in steps] + [f"accuracy @ {n}" for n in steps]
     print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
     for name, row in results.items():
-        cells = [f"{name} ({row['variance_type']})", f"{row['bits_per_dim']:.3f}"] + [f"{row[f'cfid_{n}']:.2f}" for n in steps]
+        cells = [f"{name} ({row['variance_type']})", f"{row['bits_per_dim']:.3f}"]
+        cells += [f"{row[f'cfid_{n}']:.2f}" for n in steps]
         print("| " + " | ".join(cells + [f"{row[f'accuracy_{n}']:.1%}" for n in steps]) + " |")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")

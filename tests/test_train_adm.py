@@ -75,7 +75,8 @@ def resume_args(out: Path, steps: int, *extra: str) -> list[str]:
     # T = 2 timesteps: the importance sampler's history (10 losses per t) fills within the first steps, after which
     # its weights decide which t are drawn and how each loss is weighted
     return ["--output_dir", str(out), *TINY, "--num_train_timesteps", "2", "--schedule_sampler", "loss-second-moment",
-            "--use_ema", "--class_dropout", "0.2", "--max_train_steps", str(steps), "--checkpointing_steps", "4", *extra]
+            "--use_ema", "--class_dropout", "0.2", "--max_train_steps", str(steps), "--checkpointing_steps", "4",
+            *extra]
 
 
 def test_resume_is_exact_including_the_importance_sampler(tmp_path, monkeypatch):

@@ -32,7 +32,9 @@ from diffusion_canon.pipelines import ADMPipeline, save_pipeline_folder
 from diffusion_canon.schedulers import ImprovedDDPMScheduler
 from diffusion_canon.schedulers.gaussian_diffusion import VARIANCE_TYPES
 from diffusion_canon.training import TrainingRun, image_grid, parse_training_args, training_parser, write_model_card
-from diffusion_canon.training.adm_args import add_adm_network_args, add_diffusion_args, diffusion_scheduler, network_kwargs
+from diffusion_canon.training.adm_args import (
+    add_adm_network_args, add_diffusion_args, diffusion_scheduler, network_kwargs,
+)
 from diffusion_canon.training.losses import LOSS_TYPES, training_losses
 from diffusion_canon.training.model_card import template_path
 from diffusion_canon.training.timestep_samplers import LossAwareSampler, create_named_schedule_sampler
@@ -113,9 +115,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         save_pipeline_folder(pipe, args.output_dir)
         write_model_card(
             args.output_dir, "adm_training", base_model=None, tags=["adm", "class-conditional", "image-generation"],
-            images=[image_grid(images, columns=min(len(images), 10))] if images else [], repo_id=args.hub_model_id if args.push_to_hub else None, steps=run.global_step,
-            args=args, config=dict(model.config), parameters=sum(p.numel() for p in model.parameters()),
-            class_names=names, data=data_description(args, len(dataset)),
+            images=[image_grid(images, columns=min(len(images), 10))] if images else [],
+            repo_id=args.hub_model_id if args.push_to_hub else None, steps=run.global_step, args=args,
+            config=dict(model.config), parameters=sum(p.numel() for p in model.parameters()), class_names=names,
+            data=data_description(args, len(dataset)),
         )
     run.end()
 

@@ -1,8 +1,9 @@
-"""Train the noisy-image classifier p_φ(y | x_t, t) that classifier guidance differentiates (Dhariwal & Nichol 2021, §4).
+"""Train the noisy-image classifier p_φ(y | x_t, t) that classifier guidance differentiates (Dhariwal & Nichol
+2021, §4).
 
 The classifier sees the *noised* image x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε at a timestep t drawn uniformly (or by
-``--schedule_sampler``) and is trained with cross-entropy, as guided-diffusion's ``classifier_train.py``; ``--no-noised``
-trains on clean images (t = 0) instead. The diffusion q(x_t | x_0) must be the one the guided U-Net was trained on, so
+``--schedule_sampler``) and is trained with cross-entropy, as guided-diffusion's ``classifier_train.py``;
+``--no-noised`` trains on clean images (t = 0) instead. The diffusion q(x_t | x_0) must be the one the guided U-Net was trained on, so
 ``--pretrained_model_name_or_path`` takes an ADM pipeline folder: its scheduler, resolution and class names are used and
 the output is that pipeline with the classifier added (``classifier/``), ready for ``pipe(..., classifier_scale=s)``.
 
@@ -33,7 +34,9 @@ from diffusion_canon.models import ADMClassifierModel
 from diffusion_canon.models.adm_classifier import POOLS
 from diffusion_canon.pipelines import ADMPipeline, save_pipeline_folder
 from diffusion_canon.training import TrainingRun, parse_training_args, training_parser, write_model_card
-from diffusion_canon.training.adm_args import add_adm_network_args, add_diffusion_args, diffusion_scheduler, network_kwargs
+from diffusion_canon.training.adm_args import (
+    add_adm_network_args, add_diffusion_args, diffusion_scheduler, network_kwargs,
+)
 from diffusion_canon.training.model_card import template_path
 from diffusion_canon.training.timestep_samplers import LossAwareSampler, create_named_schedule_sampler
 
@@ -63,7 +66,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     template_path("adm_classifier")
-    base = ADMPipeline.from_pretrained(args.pretrained_model_name_or_path) if args.pretrained_model_name_or_path else None
+    base_path = args.pretrained_model_name_or_path
+    base = ADMPipeline.from_pretrained(base_path) if base_path else None
     if base is not None:  # the guided model's diffusion and image size, not the flags'
         args.resolution = base.unet.config.sample_size
     scheduler = base.scheduler if base is not None else diffusion_scheduler(args)

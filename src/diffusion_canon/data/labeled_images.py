@@ -26,10 +26,12 @@ def add_labeled_image_args(parser: argparse.ArgumentParser, resolution: int = 32
     group.add_argument("--image_column", default="image")
     group.add_argument("--label_column", default="label")
     group.add_argument("--resolution", type=int, default=resolution)
-    group.add_argument("--random_flip", action="store_true", help="Horizontal flips (never for glyphs: 'E' ≠ mirrored 'E').")
+    group.add_argument("--random_flip", action="store_true",
+                       help="Horizontal flips (never for glyphs: 'E' ≠ mirrored 'E').")
     group.add_argument("--characters", default="0123456789", help="Glyph world: the classes, e.g. 0-9A-Z as a string.")
     group.add_argument("--colors", default=None, help="Glyph world: ink colours, comma-separated (default: all).")
-    group.add_argument("--backgrounds", default=None, help="Glyph world: paper colours, comma-separated (default: all).")
+    group.add_argument("--backgrounds", default=None,
+                       help="Glyph world: paper colours, comma-separated (default: all).")
     group.add_argument("--num_images", type=int, default=5000, help="Glyph world: renders of split='train'.")
     group.add_argument("--data_seed", type=int, default=0, help="Glyph world: render seed.")
 
@@ -54,7 +56,8 @@ def load_labeled_images(args: argparse.Namespace, split: str = "train"):
             raise ValueError(f"--dataset_name {args.dataset_name!r} could not be loaded: {error}") from error
     unknown = sorted(set(args.characters) - set(CHARACTERS))
     if unknown or not args.characters:
-        raise ValueError(f"--characters {args.characters!r}: unknown characters {unknown}; allowed: {''.join(CHARACTERS)}")
+        raise ValueError(f"--characters {args.characters!r}: unknown characters {unknown}; "
+                         f"allowed: {''.join(CHARACTERS)}")
     return load_glyphs(args.resolution, seed=args.data_seed, split=split, characters=args.characters,
                        colors=_names(args.colors), backgrounds=_names(args.backgrounds), num_images=args.num_images)
 
@@ -71,7 +74,8 @@ def class_labels(dataset, label_column: str) -> tuple[list[int], list[str]]:
     import datasets
 
     if label_column not in dataset.column_names:
-        raise ValueError(f"--label_column {label_column!r} is not a column of the dataset; columns: {dataset.column_names}")
+        raise ValueError(f"--label_column {label_column!r} is not a column of the dataset; "
+                         f"columns: {dataset.column_names}")
     raw = list(dataset[label_column])
     feature = dataset.features[label_column]
     if isinstance(feature, datasets.ClassLabel):

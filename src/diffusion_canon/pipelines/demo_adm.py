@@ -47,7 +47,8 @@ def sample_per_class(
 
 
 def reference_images(count: int, selection: dict | None = None, seed: int = 0) -> np.ndarray:
-    """``count`` real glyphs (split "test", never trained on) of the default's selection, ``(N, 32, 32, 3)`` in [0, 1]."""
+    """``count`` real glyphs (split "test", never trained on) of the default's selection, ``(N, 32, 32, 3)`` in
+    [0, 1]."""
     from ..data.glyphs import glyph_specs, render_glyph
 
     specs = glyph_specs(num_images=count, seed=seed, split="test", **(selection or DEFAULT_SELECTION))

@@ -25,7 +25,8 @@ def add_adm_network_args(parser: argparse.ArgumentParser, model_channels: int, n
     group = parser.add_argument_group("network")
     group.add_argument("--model_channels", type=int, default=model_channels, help="Base width (multiple of 32).")
     group.add_argument("--num_res_blocks", type=int, default=num_res_blocks)
-    group.add_argument("--channel_mult", type=_floats, default=[1, 2, 2], help="Per-level width multipliers, e.g. 1,2,2.")
+    group.add_argument("--channel_mult", type=_floats, default=[1, 2, 2],
+                       help="Per-level width multipliers, e.g. 1,2,2.")
     group.add_argument("--attention_resolutions", type=_ints, default=[16, 8],
                        help="Feature-map sides that get self-attention, e.g. 16,8 (the reference flag).")
     group.add_argument("--num_head_channels", type=int, default=32)
