@@ -68,8 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     for name, path in models.items():
         pipe = load_default_pipeline(path)
         config = pipe.scheduler.config
-        row = {"variance_type": config.variance_type,
-               "bits_per_dim": bits_per_dim(pipe, args.bpd_images, args.batch_size, args.seed)}
+        row = {"variance_type": config.variance_type, "bits_per_dim": float("nan")}
+        if args.bpd_images:  # 0 skips the likelihood (T network evaluations per batch)
+            row["bits_per_dim"] = bits_per_dim(pipe, args.bpd_images, args.batch_size, args.seed)
         print(f"{name}: {config.variance_type}, bits/dim {row['bits_per_dim']:.3f}", flush=True)
         count = args.per_class * pipe.num_classes
         real, real_y = reference_images(count), real_labels(count)

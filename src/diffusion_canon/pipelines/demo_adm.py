@@ -56,7 +56,8 @@ def reference_images(count: int, selection: dict | None = None, seed: int = 0) -
 
 
 def within_class_diversity(images: np.ndarray, labels: Sequence[int]) -> float:
-    """Mean pairwise distance between glyph-classifier features of images of the same class, averaged over classes."""
+    """Mean pairwise distance between glyph-classifier features of images of the same class, averaged over classes
+    (NaN when no class has two images)."""
     from ..evaluation import glyph_features
 
     features, labels = glyph_features(images), np.asarray(labels)
@@ -66,7 +67,7 @@ def within_class_diversity(images: np.ndarray, labels: Sequence[int]) -> float:
         if len(f) > 1:
             distances = np.linalg.norm(f[:, None] - f[None], axis=-1)
             spreads.append(distances.sum() / (len(f) * (len(f) - 1)))
-    return float(np.mean(spreads))
+    return float(np.mean(spreads)) if spreads else float("nan")
 
 
 def ink_on_paper(images: np.ndarray) -> np.ndarray:
