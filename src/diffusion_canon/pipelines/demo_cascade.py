@@ -17,7 +17,7 @@ def load_default_cascade(path: str | Path = DEFAULT_PIPELINE) -> CascadedPipelin
     """The default glyph cascade, float32 on the CPU."""
     if not (Path(path) / "model_index.json").is_file():
         raise ValueError(f"no cascade folder at {str(path)!r} (expected model_index.json); see its RECIPE.md")
-    pipe = CascadedPipeline.from_pretrained(path, torch_dtype=torch.float32)
+    pipe = CascadedPipeline.from_pretrained(path, dtype=torch.float32)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
