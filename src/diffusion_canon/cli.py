@@ -15,6 +15,7 @@ _SUBCOMMANDS: list[str] = [
     ".convert.cli",
     ".demo",
     ".finetune.make_base",
+    ".unclip.clip_training",
 ]
 
 

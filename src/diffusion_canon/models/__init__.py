@@ -2,5 +2,18 @@
 
 from .adm_classifier import ADMClassifierModel
 from .adm_unet import ADMUNet2DModel, ADMUNet2DOutput
+from .clip_glyphs import glyph_clip_config
+from .sr_unet import SuperResolutionUNet2DModel
+from .unclip_decoder import UnCLIPDecoderUNet2DModel
+from .unclip_prior import UnCLIPPriorOutput, UnCLIPPriorTransformer
 
-__all__ = ["ADMClassifierModel", "ADMUNet2DModel", "ADMUNet2DOutput"]
+__all__ = [
+    "ADMClassifierModel",
+    "ADMUNet2DModel",
+    "ADMUNet2DOutput",
+    "SuperResolutionUNet2DModel",
+    "UnCLIPDecoderUNet2DModel",
+    "UnCLIPPriorOutput",
+    "UnCLIPPriorTransformer",
+    "glyph_clip_config",
+]
