@@ -41,7 +41,6 @@ from diffusion_canon.training.model_card import template_path
 from diffusion_canon.training.timestep_samplers import LossAwareSampler, create_named_schedule_sampler
 
 
-
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = training_parser(__doc__.split("\n\n")[0], learning_rate=3e-4)
     add_labeled_image_args(parser)
