@@ -121,6 +121,15 @@ def test_classifier_free_guidance():
     assert (run(3.0) - run(None)).abs().max() > 1e-3
 
 
+def test_classifier_free_guidance_batch_equals_rows_alone():
+    pipe = small_pipeline(null_class_embedding=True)
+    x, t, labels = torch.randn(2, 3, 16, 16), torch.tensor([5, 5]), torch.tensor([1, 2])
+    batched = pipe.predict(x, t, labels, 2.5, None)
+    for i in range(2):
+        alone = pipe.predict(x[i:i + 1], t[i:i + 1], labels[i:i + 1], 2.5, None)
+        torch.testing.assert_close(batched[i:i + 1], alone, rtol=1e-5, atol=1e-5)
+
+
 def test_guidance_scale_zero_is_the_null_label_prediction():
     """w = 0 gives ε(x_t, ∅); the learned variance comes from the conditional pass."""
     pipe = small_pipeline(null_class_embedding=True)

@@ -181,7 +181,7 @@ class ADMPipeline(FolderPipelineMixin, DiffusionPipeline):
         null = torch.full_like(labels, self.unet.config.num_classes)
         output = self.unet(
             torch.cat([latents, latents]),
-            model_timestep,
+            model_timestep if model_timestep.ndim == 0 else torch.cat([model_timestep, model_timestep]),
             torch.cat([labels, null]),
             low_res=None if low_res is None else torch.cat([low_res, low_res]),
         ).sample.float()
