@@ -25,6 +25,7 @@ __all__ = ["SECTIONS", "DemoSection", "add_parser", "image_grid", "run_demo"]
 SECTIONS: list[str] = [
     "diffusion_canon.demo:glyph_world_section",
     "diffusion_canon.demo:glyph_classifier_section",
+    "diffusion_canon.pipelines.demo_adm:adm_glyphs_section",
     "diffusion_canon.pipelines.demo_cascade:cascade_section",
     "diffusion_canon.pipelines.demo_unclip:unclip_section",
 ]
