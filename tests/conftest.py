@@ -10,3 +10,23 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import torch  # noqa: E402
 
 torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def clip_folder(tmp_path_factory):
+    """A tiny random glyph CLIP (16 px, projection 8) with the glyph tokenizer, saved as a standard CLIP folder."""
+    from transformers import CLIPModel
+
+    from diffusion_canon.data.tokenizer import build_glyph_tokenizer
+    from diffusion_canon.models.clip_glyphs import glyph_clip_config, glyph_clip_image_processor
+
+    folder = tmp_path_factory.mktemp("clip")
+    tokenizer = build_glyph_tokenizer(folder, model_max_length=24)
+    torch.manual_seed(0)
+    CLIPModel(glyph_clip_config(tokenizer, image_size=16, hidden_size=16, num_layers=1, patch_size=8,
+                                projection_dim=8)).save_pretrained(folder)
+    glyph_clip_image_processor(16).save_pretrained(folder)
+    return folder

@@ -1,37 +1,13 @@
 """training/train_unclip_decoder.py in-process: a tiny run saves a loadable UnCLIPPipeline whose decoder matches the
 CLIP it was trained on, and resuming from a mid-run checkpoint reproduces the uninterrupted run's weights exactly."""
 
-import importlib.util
 import shutil
-from pathlib import Path
 
 import pytest
 import torch
-from transformers import CLIPModel
 
-from diffusion_canon.data.tokenizer import build_glyph_tokenizer
-from diffusion_canon.models.clip_glyphs import glyph_clip_config, glyph_clip_image_processor
 from diffusion_canon.pipelines.pipeline_unclip import UnCLIPPipeline
-
-SCRIPT = Path(__file__).resolve().parents[1] / "training" / "train_unclip_decoder.py"
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("train_unclip_decoder", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="module")
-def clip_folder(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("clip")
-    tokenizer = build_glyph_tokenizer(folder, model_max_length=24)
-    torch.manual_seed(0)
-    CLIPModel(glyph_clip_config(tokenizer, image_size=16, hidden_size=16, num_layers=1, patch_size=8,
-                                projection_dim=8)).save_pretrained(folder)
-    glyph_clip_image_processor(16).save_pretrained(folder)
-    return folder
+from diffusion_canon.training.testing import load_script
 
 
 def argv(clip_folder, output_dir, *extra):
@@ -45,7 +21,7 @@ def argv(clip_folder, output_dir, *extra):
 
 
 def test_tiny_run_saves_a_pipeline_then_exact_resume(clip_folder, tmp_path):
-    script = load_script()
+    script = load_script("train_unclip_decoder")
     script.main(argv(clip_folder, tmp_path / "full", "--schedule_sampler", "loss-second-moment"))
     pipe = UnCLIPPipeline.from_pretrained(tmp_path / "full")
     config = pipe.decoder.config
@@ -69,7 +45,7 @@ def test_tiny_run_saves_a_pipeline_then_exact_resume(clip_folder, tmp_path):
 
 
 def test_bad_flags(clip_folder, tmp_path):
-    script = load_script()
+    script = load_script("train_unclip_decoder")
     with pytest.raises(ValueError, match="--text_dropout must lie in"):
         script.parse_args(argv(clip_folder, tmp_path, "--text_dropout", "1.0"))
     with pytest.raises(ValueError, match="attention_resolutions"):

@@ -1,38 +1,16 @@
 """training/train_unclip_prior.py in-process: a tiny run saves a loadable prior pipeline with data statistics, and
 resuming from a mid-run checkpoint reproduces the uninterrupted run's weights exactly."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
 from transformers import CLIPModel
 
 from diffusion_canon.data.glyphs import load_glyphs
-from diffusion_canon.data.tokenizer import build_glyph_tokenizer
-from diffusion_canon.models.clip_glyphs import encode_images, glyph_clip_config, glyph_clip_image_processor
+from diffusion_canon.models.clip_glyphs import encode_images, glyph_clip_image_processor
 from diffusion_canon.pipelines.pipeline_unclip_prior import UnCLIPPriorPipeline
-
-SCRIPT = Path(__file__).resolve().parents[1] / "training" / "train_unclip_prior.py"
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("train_unclip_prior", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="module")
-def clip_folder(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("clip")
-    tokenizer = build_glyph_tokenizer(folder, model_max_length=24)
-    torch.manual_seed(0)
-    CLIPModel(glyph_clip_config(tokenizer, image_size=16, hidden_size=16, num_layers=1, patch_size=8,
-                                projection_dim=8)).save_pretrained(folder)
-    glyph_clip_image_processor(16).save_pretrained(folder)
-    return folder
+from diffusion_canon.training.testing import load_script
 
 
 def argv(clip_folder, output_dir, *extra):
@@ -45,7 +23,7 @@ def argv(clip_folder, output_dir, *extra):
 
 
 def test_tiny_run_then_exact_resume(clip_folder, tmp_path):
-    script = load_script()
+    script = load_script("train_unclip_prior")
     script.main(argv(clip_folder, tmp_path / "full"))
     pipe = UnCLIPPriorPipeline.from_pretrained(tmp_path / "full")
 
@@ -75,4 +53,4 @@ def test_tiny_run_then_exact_resume(clip_folder, tmp_path):
 
 def test_bad_dropout(clip_folder, tmp_path):
     with pytest.raises(ValueError, match="condition_dropout"):
-        load_script().parse_args(argv(clip_folder, tmp_path, "--condition_dropout", "1.5"))
+        load_script("train_unclip_prior").parse_args(argv(clip_folder, tmp_path, "--condition_dropout", "1.5"))
