@@ -35,8 +35,12 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(PYTEST) -m slow --durations=15
 
+# Every benchmark that runs without arguments (those needing a reference checkout print "skipped"). Q3's cascade
+# benchmark trains several models in stages: its commands are in benchmarks/RESULTS.md.
+BENCHMARKS := $(filter-out benchmarks/bench_cascade.py,$(wildcard benchmarks/bench_*.py))
+
 bench: $(STAMP)
-	@for f in $(wildcard benchmarks/bench_*.py); do echo "== $$f"; $(BIN)/python $$f || exit 1; done
+	@for f in $(BENCHMARKS); do echo "== $$f"; $(BIN)/python $$f || exit 1; done
 
 clean:
 	rm -rf $(VENV) outputs build src/*.egg-info
