@@ -26,6 +26,18 @@ ClassLabels = int | str | Sequence[int | str] | torch.Tensor
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 
 
+def classifier_free_guidance(output: torch.Tensor, channels: int, guidance_scale: float) -> torch.Tensor:
+    """Ho & Salimans (2021): ε̃ = ε(x_t, ∅) + w·(ε(x_t, y) − ε(x_t, ∅)).
+
+    ``output`` is one U-Net pass over ``[conditional batch; null-label batch]``, ``[2N, C', H, W]``; the first
+    ``channels`` channels are ε and the rest (a learned variance, if any) are taken from the conditional half.
+    Returns ``[N, C', H, W]``.
+    """
+    conditional, unconditional = output.chunk(2)
+    eps = unconditional[:, :channels] + guidance_scale * (conditional[:, :channels] - unconditional[:, :channels])
+    return torch.cat([eps, conditional[:, channels:]], dim=1)
+
+
 class ADMPipeline(FolderPipelineMixin, DiffusionPipeline):
     r"""Class-conditional or unconditional ADM sampling.
 
@@ -185,10 +197,7 @@ class ADMPipeline(FolderPipelineMixin, DiffusionPipeline):
             torch.cat([labels, null]),
             low_res=None if low_res is None else torch.cat([low_res, low_res]),
         ).sample.float()
-        conditional, unconditional = output.chunk(2)
-        channels = latents.shape[1]
-        eps = unconditional[:, :channels] + guidance_scale * (conditional[:, :channels] - unconditional[:, :channels])
-        return torch.cat([eps, conditional[:, channels:]], dim=1)
+        return classifier_free_guidance(output, latents.shape[1], guidance_scale)
 
     def classifier_gradient(
         self, latents: torch.Tensor, model_timestep: torch.Tensor, labels: torch.Tensor, scale: float

@@ -30,7 +30,7 @@ from ..training.augmentation import (
     noise_conditioning,
     truncated_timesteps,
 )
-from .pipeline_adm import OUTPUT_TYPES, ADMPipeline, ClassLabels
+from .pipeline_adm import OUTPUT_TYPES, ADMPipeline, ClassLabels, classifier_free_guidance
 
 LowResImages = PIL.Image.Image | Sequence[PIL.Image.Image] | np.ndarray | torch.Tensor
 StepCallback = Callable[[DiffusionPipeline, int, torch.Tensor, dict[str, Any]], dict[str, Any]]
@@ -189,10 +189,7 @@ class SuperResolutionPipeline(ADMPipeline):
             torch.cat([latents, latents]), torch.cat([model_timestep, model_timestep]), torch.cat([low_res, low_res]),
             torch.cat([augmentation_level, augmentation_level]), torch.cat([labels, null]),
         ).sample.float()
-        conditional, unconditional = output.chunk(2)
-        c = latents.shape[1]
-        eps = unconditional[:, :c] + guidance_scale * (conditional[:, :c] - unconditional[:, :c])
-        return torch.cat([eps, conditional[:, c:]], dim=1)
+        return classifier_free_guidance(output, latents.shape[1], guidance_scale)
 
     def sample(
         self,
