@@ -28,7 +28,7 @@ from transformers import CLIPModel, CLIPTextModelWithProjection, CLIPTokenizer, 
 
 from diffusion_canon.data.glyphs import load_glyphs
 from diffusion_canon.finetune.data import ImageTransform
-from diffusion_canon.models.clip_glyphs import CLIPImageProcessor, encode_images, encode_prompts
+from diffusion_canon.models.clip_glyphs import CLIPImageProcessor, encode_pairs
 from diffusion_canon.models.unclip_decoder import UnCLIPDecoderUNet2DModel
 from diffusion_canon.pipelines.hub import save_pipeline_folder
 from diffusion_canon.pipelines.pipeline_unclip import UnCLIPPipeline, decoder_sample_loop
@@ -71,19 +71,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 @torch.no_grad()
-def clip_conditions(clip: CLIPModel, tokenizer, processor, images: list, captions: list[str],
-                    with_text: bool) -> dict[str, torch.Tensor]:
-    """Frozen CLIP once over (image, caption) pairs: image embeddings z_i (N, D) and, ``with_text``, token encodings
-    (N, L, H)."""
-    chunks = []
-    for start in range(0, len(captions), 256):
-        chunk = {"image_embeds": encode_images(clip, processor, images[start : start + 256])}
-        if with_text:
-            chunk["tokens"] = encode_prompts(clip, tokenizer, captions[start : start + 256])[1]
-        chunks.append(chunk)
-    return {key: torch.cat([c[key] for c in chunks]) for key in chunks[0]}
-
-
 class DecoderDataset(torch.utils.data.Dataset):
     """``{"pixel_values": (3, H, W) in [-1, 1], "image_embeds": (D,), ["tokens": (L, H)]}`` per glyph."""
 
@@ -124,8 +111,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     clip_resolution = processor.crop_size["height"]
     sides = sorted({args.resolution, clip_resolution})
     train = load_glyphs(sides[-1], seed=args.data_seed, split="train", num_images=args.num_images, resolutions=sides)
-    conditions = clip_conditions(clip, tokenizer, processor, list(train[f"image_{clip_resolution}"]),
-                                 list(train["caption"]), with_text=not args.no_text)
+    pairs = encode_pairs(clip, tokenizer, processor, list(train[f"image_{clip_resolution}"]), list(train["caption"]))
+    conditions = {key: pairs[key] for key in (("image_embeds",) if args.no_text else ("image_embeds", "tokens"))}
     dataset = DecoderDataset(list(train[f"image_{args.resolution}"]), conditions, args.resolution)
 
     # Model: ADM U-Net + image-embedding conditioning; learned Σ (2C outputs).
