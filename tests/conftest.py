@@ -14,6 +14,9 @@ torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
 
 import pytest  # noqa: E402
 
+# in-process training runs share accelerate's process-wide state: every test starts from a fresh one (autouse)
+from diffusion_canon.training.testing import fresh_accelerate_state  # noqa: E402, F401
+
 
 @pytest.fixture(scope="module")
 def clip_folder(tmp_path_factory):

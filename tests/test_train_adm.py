@@ -4,30 +4,19 @@ before training."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from accelerate.state import AcceleratorState, GradientState
 from diffusers import DiffusionPipeline
 from PIL import Image
 from safetensors.torch import load_file
 
 from diffusion_canon.pipelines import ADMPipeline
+from diffusion_canon.training.testing import load_script, reset_accelerate_state
 from diffusion_canon.training.timestep_samplers import LossSecondMomentResampler
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "training" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 train_adm = load_script("train_adm")
 
@@ -35,13 +24,6 @@ TINY = ["--resolution", "16", "--num_images", "16", "--characters", "0123", "--m
         "--channel_mult", "1,2", "--num_res_blocks", "1", "--attention_resolutions", "8", "--train_batch_size", "8",
         "--learning_rate", "1e-3", "--seed", "0", "--num_inference_steps", "2", "--num_validation_images", "0",
         "--checkpointing_steps", "0", "--dropout", "0"]
-
-
-@pytest.fixture(autouse=True)
-def fresh_accelerate_state():
-    yield
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
 
 
 def unet_weights(folder: Path) -> dict[str, torch.Tensor]:
@@ -83,22 +65,32 @@ def test_resume_is_exact_including_the_importance_sampler(tmp_path, monkeypatch)
     straight, resumed, forgetful = tmp_path / "straight", tmp_path / "resumed", tmp_path / "forgetful"
     train_adm.main(resume_args(straight, 8))
     for out in (resumed, forgetful):
-        AcceleratorState._reset_state(True)
-        GradientState._reset_state()
+        reset_accelerate_state()
         train_adm.main(resume_args(out, 4))  # "crashes" right after checkpoint-4
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
+    reset_accelerate_state()
     train_adm.main(resume_args(resumed, 8, "--resume_from_checkpoint", "latest"))
     reference, after_resume = unet_weights(straight), unet_weights(resumed)
     assert all(torch.equal(reference[k], after_resume[k]) for k in reference)
 
     # the same resume with the sampler's history lost ends elsewhere: the test above can fail
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
+    reset_accelerate_state()
     monkeypatch.setattr(LossSecondMomentResampler, "load_state_dict", lambda self, state: None)
     train_adm.main(resume_args(forgetful, 8, "--resume_from_checkpoint", "latest"))
     lost = unet_weights(forgetful)
     assert not all(torch.equal(reference[k], lost[k]) for k in reference)
+
+
+def test_prediction_type_reaches_the_scheduler_and_the_loss(tmp_path):
+    runs = {}
+    for prediction_type in ("epsilon", "v_prediction"):
+        reset_accelerate_state()
+        out = tmp_path / prediction_type
+        train_adm.main(["--output_dir", str(out), *TINY, "--max_train_steps", "1", "--prediction_type", prediction_type])
+        scheduler = json.loads((out / "scheduler" / "scheduler_config.json").read_text())
+        assert scheduler["prediction_type"] == prediction_type
+        runs[prediction_type] = unet_weights(out)
+    # same seed, data and noise: only the regression target differs, so the weights after one step must too
+    assert not all(torch.equal(runs["epsilon"][k], runs["v_prediction"][k]) for k in runs["epsilon"])
 
 
 def test_image_folder_with_class_subfolders_and_fixed_variance(tmp_path):

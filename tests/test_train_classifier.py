@@ -4,36 +4,25 @@ before training."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from accelerate.state import AcceleratorState, GradientState
 from diffusers import DiffusionPipeline
 from PIL import Image
 
 from diffusion_canon.models import ADMClassifierModel, ADMUNet2DModel
 from diffusion_canon.pipelines import ADMPipeline, save_pipeline_folder
 from diffusion_canon.schedulers import ImprovedDDPMScheduler
+from diffusion_canon.training.testing import load_script
 
-ROOT = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("train_classifier", ROOT / "training" / "train_classifier.py")
-train_classifier = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(train_classifier)
+train_classifier = load_script("train_classifier")
 
 TINY = ["--resolution", "16", "--num_images", "16", "--model_channels", "32", "--channel_mult", "1,2",
         "--num_res_blocks", "1", "--attention_resolutions", "8", "--train_batch_size", "8", "--seed", "0",
         "--checkpointing_steps", "0", "--num_eval_images", "8"]
-
-
-@pytest.fixture(autouse=True)
-def fresh_accelerate_state():
-    yield
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
 
 
 @pytest.fixture(scope="module")

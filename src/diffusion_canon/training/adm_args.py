@@ -40,6 +40,9 @@ def add_diffusion_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("diffusion")
     group.add_argument("--num_train_timesteps", type=int, default=1000)
     group.add_argument("--beta_schedule", default="cosine", choices=("linear", "cosine"))
+    group.add_argument("--prediction_type", default="epsilon", choices=("epsilon", "sample", "v_prediction"),
+                       help="What the network predicts: epsilon (the ADM paper), x0, or v (tiny, briefly trained "
+                            "models on a cosine schedule: v avoids epsilon's error amplification near t = T).")
     group.add_argument("--schedule_sampler", default="uniform", choices=tuple(SCHEDULE_SAMPLERS),
                        help="Timestep sampling; loss-second-moment = importance sampling (ND §3.3).")
 
@@ -68,4 +71,4 @@ def network_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 def diffusion_scheduler(args: argparse.Namespace, variance_type: str = "fixed_small") -> ImprovedDDPMScheduler:
     """The training diffusion the flags describe."""
     return ImprovedDDPMScheduler(num_train_timesteps=args.num_train_timesteps, beta_schedule=args.beta_schedule,
-                                 variance_type=variance_type)
+                                 variance_type=variance_type, prediction_type=args.prediction_type)
