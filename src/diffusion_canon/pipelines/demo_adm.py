@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .hub import load_pipeline_folder
 from .pipeline_adm import ADMPipeline
 
 DEFAULT_PIPELINE = Path(__file__).resolve().parents[3] / "pipelines" / "adm-glyphs-32"
@@ -20,11 +21,7 @@ DEFAULT_DEMO_SCALE = 3.0  # classifier scale of the per-class grid (benchmarks/R
 
 def load_default_pipeline(path: str | Path = DEFAULT_PIPELINE) -> ADMPipeline:
     """The default glyph ADM (U-Net + noisy classifier), float32 on the CPU."""
-    if not (Path(path) / "model_index.json").is_file():
-        raise ValueError(f"no ADM pipeline folder at {str(path)!r} (expected model_index.json); see its RECIPE.md")
-    pipe = ADMPipeline.from_pretrained(path)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return load_pipeline_folder(ADMPipeline, path)
 
 
 def sample_per_class(

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from .hub import load_pipeline_folder
 from .pipeline_cascade import CascadedPipeline
 
 DEFAULT_PIPELINE = Path(__file__).resolve().parents[3] / "pipelines" / "glyph-cascade-8-16"
@@ -15,11 +16,7 @@ DEFAULT_PIPELINE = Path(__file__).resolve().parents[3] / "pipelines" / "glyph-ca
 
 def load_default_cascade(path: str | Path = DEFAULT_PIPELINE) -> CascadedPipeline:
     """The default glyph cascade, float32 on the CPU."""
-    if not (Path(path) / "model_index.json").is_file():
-        raise ValueError(f"no cascade folder at {str(path)!r} (expected model_index.json); see its RECIPE.md")
-    pipe = CascadedPipeline.from_pretrained(path, dtype=torch.float32)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return load_pipeline_folder(CascadedPipeline, path)
 
 
 def cascade_section(output: Path):

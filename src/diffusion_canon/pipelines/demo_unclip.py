@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from .hub import load_pipeline_folder
 from .pipeline_unclip import UnCLIPPipeline
 
 DEFAULT_PIPELINE = Path(__file__).resolve().parents[3] / "pipelines" / "unclip-glyphs"
@@ -25,11 +26,7 @@ PROMPTS = (
 
 def load_default_unclip(path: str | Path = DEFAULT_PIPELINE) -> UnCLIPPipeline:
     """The default glyph unCLIP (CLIP + prior + decoder), float32 on the CPU."""
-    if not (Path(path) / "model_index.json").is_file():
-        raise ValueError(f"no unCLIP folder at {str(path)!r} (expected model_index.json); see its RECIPE.md")
-    pipe = UnCLIPPipeline.from_pretrained(path, dtype=torch.float32)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return load_pipeline_folder(UnCLIPPipeline, path)
 
 
 def unclip_section(output: Path):

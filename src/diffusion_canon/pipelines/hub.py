@@ -19,6 +19,8 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+import torch
+
 from diffusers import DiffusionPipeline
 from diffusers.pipelines.pipeline_loading_utils import ALL_IMPORTABLE_CLASSES, LOADABLE_CLASSES
 
@@ -104,3 +106,14 @@ def save_pipeline_folder(
     if model_card is not None:
         (folder / "README.md").write_text(model_card)
     return folder
+
+
+def load_pipeline_folder(pipeline_cls: type[DiffusionPipeline], path: str | Path) -> DiffusionPipeline:
+    """A shipped pipeline folder (``pipelines/<name>``) in float32 with the progress bar off, for demos, benchmarks and
+    tests; a missing folder is a clear error pointing at its RECIPE.md rather than a Hub lookup."""
+    if not (Path(path) / "model_index.json").is_file():
+        raise ValueError(f"no {pipeline_cls.__name__} folder at {str(path)!r} (expected model_index.json); "
+                         "see its RECIPE.md")
+    pipe = pipeline_cls.from_pretrained(path, dtype=torch.float32)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
