@@ -1,7 +1,9 @@
 """The `diffusion-canon` command line.
 
 Each subcommand lives in the module that owns the feature and exposes ``add_parser(subparsers)``, which registers an
-argparse sub-parser whose ``func`` default takes the parsed namespace. Add a feature's module to ``_SUBCOMMANDS``.
+argparse sub-parser whose ``func`` default takes the parsed namespace. Add a feature to ``SUBCOMMANDS``. Only the
+chosen command's module is imported (torch, diffusers and transformers take seconds to import), so ``--help`` is fast
+and quiet.
 """
 
 from __future__ import annotations
@@ -9,25 +11,30 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from collections.abc import Sequence
 
-# modules (relative to this package) that provide `add_parser(subparsers)`; imported only when the CLI runs
-_SUBCOMMANDS: list[str] = [
-    ".convert.cli",
-    ".demo",
-    ".finetune.make_base",
-    ".unclip.clip_training",
-]
+# command -> (module relative to this package providing `add_parser(subparsers)`, one-line help)
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "convert": (".convert.cli", "convert a published checkpoint into a diffusers pipeline folder"),
+    "demo": (".demo", "build the demo gallery (index.html and PNGs)"),
+    "make-base": (".finetune.make_base", "train the tiny SD-format glyph base (pipelines/tiny-sd-glyphs)"),
+    "train-clip": (".unclip.clip_training", "train the tiny glyph CLIP contrastively and report text->image retrieval"),
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; only ``command``'s own arguments are registered (the others are listed by name and help)."""
     parser = argparse.ArgumentParser(
         prog="diffusion-canon",
         description="The classic diffusion papers, implemented exactly, as a diffusers extension.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
-    for module in _SUBCOMMANDS:
-        importlib.import_module(module, __package__).add_parser(subparsers)
+    for name, (module, help) in SUBCOMMANDS.items():
+        if name == command:
+            importlib.import_module(module, __package__).add_parser(subparsers)
+        else:
+            subparsers.add_parser(name, help=help)
     return parser
 
 
@@ -37,8 +44,10 @@ def _version() -> str:
     return __version__
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = next((arg for arg in argv if not arg.startswith("-")), None)
+    parser = build_parser(command)
     args = parser.parse_args(argv)
     if not hasattr(args, "func"):
         parser.print_help()

@@ -186,7 +186,7 @@ table {{ border-collapse: collapse; }} td, th {{ border: 1px solid #ccc; padding
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("demo", help="build the demo gallery (index.html and PNGs)")
+    parser = subparsers.add_parser("demo", description="Build the demo gallery (index.html and PNGs).")
     parser.add_argument("--output", default="outputs/demo", help="folder for index.html and the PNGs")
     parser.add_argument("--sections", nargs="+", metavar="MODULE:FUNCTION", help="only these section providers")
     parser.set_defaults(func=_main)

@@ -27,7 +27,7 @@ def _convert(args: argparse.Namespace) -> int:
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``convert`` with one sub-command per source repository."""
-    parser = subparsers.add_parser("convert", help="convert a published checkpoint into a diffusers pipeline folder")
+    parser = subparsers.add_parser("convert", description="Convert a published checkpoint into a diffusers pipeline folder.")
     repos = parser.add_subparsers(title="source", metavar="SOURCE", required=True)
     for repo, flags_option, flags_help in (
         ("guided-diffusion", "--model-flags", 'MODEL_FLAGS exactly as in the guided-diffusion README, e.g. "--image_size 256 ..."'),

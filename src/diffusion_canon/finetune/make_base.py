@@ -36,8 +36,7 @@ DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser("make-base", help="train the tiny SD-format glyph base (pipelines/tiny-sd-glyphs)",
-                                   description=__doc__.split("\n\n")[0])
+    parser = subparsers.add_parser("make-base", description=__doc__.split("\n\n")[0])
     parser.add_argument("--output_dir", default="pipelines/tiny-sd-glyphs")
     parser.add_argument("--resolution", type=int, default=32)
     parser.add_argument("--num_images", type=int, default=5000, help="Training images from the glyph world.")

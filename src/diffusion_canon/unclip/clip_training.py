@@ -110,7 +110,6 @@ def add_parser(subparsers: Any) -> None:
     """Register ``diffusion-canon train-clip``."""
     parser = subparsers.add_parser(
         "train-clip",
-        help="train the tiny glyph CLIP contrastively and report text->image retrieval",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
