@@ -42,13 +42,15 @@ class Crash(RuntimeError):
     pass
 
 
-def toy_main(argv: list[str], crash_at: int | None = None) -> dict[str, torch.Tensor]:
-    """A minimal training script over the core; returns the final weights (and EMA weights when --use_ema)."""
+def toy_main(argv: list[str], crash_at: int | None = None, width: int = 1,
+             reorder: bool = False) -> dict[str, torch.Tensor]:
+    """A minimal training script over the core; returns the final weights (and EMA weights when --use_ema).
+    ``width`` and ``reorder`` (trainable parameters listed in reverse) stand for a changed model layout."""
     args = parse_training_args(training_parser("toy", learning_rate=0.05), argv)
     run = TrainingRun(args, "toy")
-    model = torch.nn.Linear(3, 1)
+    model = torch.nn.Linear(3, width)
     dataloader = run.dataloader(NoisyLine())
-    run.trainable(model.parameters())
+    run.trainable(list(model.parameters())[::-1] if reorder else model.parameters())
     model = run.prepare(model)
 
     def validation():
@@ -110,6 +112,14 @@ def test_checkpoints_total_limit_and_atomic_names(tmp_path):
     toy_main(toy_args(tmp_path, "--checkpointing_steps", "1", "--checkpoints_total_limit", "2"))
     assert [os.path.basename(p) for p in list_checkpoints(str(tmp_path))] == ["checkpoint-6", "checkpoint-7"]
     assert not [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]
+
+
+@pytest.mark.parametrize("change", [{"width": 2}, {"reorder": True}], ids=["resized", "reordered"])
+def test_resume_from_another_model_layout_is_a_clear_error(tmp_path, change):
+    toy_main(toy_args(tmp_path, "--max_train_steps", "3"))
+    reset_accelerate_state()
+    with pytest.raises(ValueError, match="resume_from_checkpoint .*checkpoint-3.*different model"):
+        toy_main(toy_args(tmp_path, "--resume_from_checkpoint", "latest"), **change)
 
 
 def test_resume_path_must_exist(tmp_path):

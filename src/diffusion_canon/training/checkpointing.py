@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 
+import torch
 from accelerate import Accelerator
 
 logger = logging.getLogger(__name__)
@@ -72,6 +73,26 @@ def save_checkpoint(accelerator: Accelerator, output_dir: str, step: int, total_
                 shutil.rmtree(old)
     accelerator.wait_for_everyone()
     return final
+
+
+def load_checkpoint(accelerator: Accelerator, optimizer: torch.optim.Optimizer, path: str) -> None:
+    """``accelerator.load_state(path)``, with a clear ``ValueError`` when the checkpoint was written by another model
+    layout: torch reports missing keys or mismatched sizes of the model, but optimizer state is matched to parameters
+    by position, so a reordered model would otherwise fail inside Adam with an unexplained shape error."""
+    advice = ("it was written by a different model or configuration; resume with the flags of the run that wrote it, "
+              "or start a new run in another --output_dir")
+    try:
+        accelerator.load_state(path)
+    except RuntimeError as error:
+        reason = str(error).strip().splitlines()[0]
+        raise ValueError(f"--resume_from_checkpoint {path}: the checkpoint does not fit this model ({reason}); "
+                         f"{advice}") from error
+    for k, parameter in enumerate(p for group in optimizer.param_groups for p in group["params"]):
+        for name, value in optimizer.state.get(parameter, {}).items():
+            if torch.is_tensor(value) and value.dim() > 0 and value.shape != parameter.shape:
+                raise ValueError(
+                    f"--resume_from_checkpoint {path}: optimizer state {name!r} of trainable parameter {k} has shape "
+                    f"{tuple(value.shape)}, the parameter has {tuple(parameter.shape)}; {advice}")
 
 
 class TrainingProgress:

@@ -43,7 +43,7 @@ from diffusers.training_utils import EMAModel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm.auto import tqdm
 
-from .checkpointing import TrainingProgress, save_checkpoint
+from .checkpointing import TrainingProgress, load_checkpoint, save_checkpoint
 from .validation import save_validation_images
 
 logger = logging.getLogger(__name__)
@@ -178,7 +178,7 @@ class TrainingRun:
             accelerator.init_trackers(self.name, config=config)
         if args.resume_from_checkpoint:
             logger.info("resuming from %s", args.resume_from_checkpoint)
-            accelerator.load_state(args.resume_from_checkpoint)
+            load_checkpoint(accelerator, self.optimizer, args.resume_from_checkpoint)
         return prepared
 
     # -- the loop ------------------------------------------------------------------------------------------------
