@@ -16,7 +16,7 @@ export PYTHONUNBUFFERED ?= 1
 
 PYTEST := $(BIN)/python -m pytest -q -p no:cacheprovider
 
-.PHONY: setup demo test test-slow bench clean
+.PHONY: setup demo test test-slow bench models clean
 
 setup: $(STAMP)
 
@@ -41,6 +41,14 @@ BENCHMARKS := $(filter-out benchmarks/bench_cascade.py,$(wildcard benchmarks/ben
 
 bench: $(STAMP)
 	@for f in $(BENCHMARKS); do echo "== $$f"; $(BIN)/python $$f || exit 1; done
+
+# Retrain every shipped default from its pipelines/NAME/recipe.sh into $(MODELS_DIR)/NAME: hours on a 2-core CPU
+# (each RECIPE.md gives the measured time), minutes on a GPU.
+MODELS_DIR ?= out/models
+
+models: $(STAMP)
+	@for r in pipelines/*/recipe.sh; do n=$$(basename $$(dirname $$r)); echo "== $$n"; \
+	  PYTHON=$(BIN)/python bash $$r $(MODELS_DIR)/$$n || exit 1; done
 
 clean:
 	rm -rf $(VENV) outputs build src/*.egg-info
