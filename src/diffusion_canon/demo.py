@@ -28,6 +28,7 @@ SECTIONS: list[str] = [
     "diffusion_canon.pipelines.demo_adm:adm_glyphs_section",
     "diffusion_canon.pipelines.demo_cascade:cascade_section",
     "diffusion_canon.pipelines.demo_unclip:unclip_section",
+    "diffusion_canon.finetune.showcase:fine_tuning_section",
 ]
 
 

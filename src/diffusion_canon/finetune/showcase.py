@@ -1,0 +1,204 @@
+"""Fine-tuning on the glyph world, end to end: subjects the tiny base never saw (the held-out font ``cm-typewriter`` and
+style ``outline``), the three training scripts run in-process on ``pipelines/tiny-sd-glyphs``, and the two measures of
+DreamBooth's claim (Ruiz et al. 2022, §4): subject fidelity and prior preservation. Shared by the demo gallery
+(``fine_tuning_section``) and ``benchmarks/bench_dreambooth_prior.py``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+BASE_PIPELINE = Path(__file__).resolve().parents[3] / "pipelines" / "tiny-sd-glyphs"
+SUBJECT_FONT = "cm-typewriter"
+INSTANCE_PROMPT = "a sks font letter A"
+CLASS_PROMPT = "a letter A"
+STYLE = "outline"
+PLACEHOLDER = "<glyph-style>"
+RESOLUTION = 32
+GUIDANCE_SCALE = 3.0
+NUM_INFERENCE_STEPS = 25
+
+# Step counts and learning rates sized for the tiny base on a CPU (the paper's full-size settings are in the scripts'
+# docstrings); the demo and the benchmark use the same ones.
+DREAMBOOTH_ARGS = ["--learning_rate", "3e-4", "--train_batch_size", "4", "--max_train_steps", "400",
+                   "--num_class_images", "50", "--sample_batch_size", "25"]
+TEXTUAL_INVERSION_ARGS = ["--learning_rate", "5e-2", "--train_batch_size", "8", "--max_train_steps", "200",
+                          "--initializer_token", "bold", "--learnable_property", "style"]
+LORA_ARGS = ["--learning_rate", "1e-3", "--train_batch_size", "8", "--max_train_steps", "200", "--rank", "4"]
+
+
+def write_glyph_folder(folder: Path, num_images: int, seed: int = 0, captions: bool = False, **selection) -> Path:
+    """Render ``load_glyphs(RESOLUTION, split="held_out", ...)`` as PNGs (and ``metadata.jsonl`` with the captions)."""
+    from ..data.glyphs import load_glyphs
+
+    folder.mkdir(parents=True, exist_ok=True)
+    glyphs = load_glyphs(RESOLUTION, seed=seed, split="held_out", num_images=num_images, **selection)
+    lines = []
+    for i, (image, caption) in enumerate(zip(glyphs["image"], glyphs["caption"])):
+        image.save(folder / f"{i:03d}.png")
+        lines.append(json.dumps({"file_name": f"{i:03d}.png", "text": caption}))
+    if captions:
+        (folder / "metadata.jsonl").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+SUBJECT = dict(characters="A", fonts=SUBJECT_FONT, styles="regular", colors="black", backgrounds="white")
+
+
+def subject_images(folder: Path, num_images: int = 5, seed: int = 0) -> Path:
+    """The DreamBooth subject: a few letters A in the held-out font, black on white, as in the paper's 3-5 photos."""
+    return write_glyph_folder(folder, num_images, seed, **SUBJECT)
+
+
+def subject_renders(num_images: int, seed: int = 1) -> list[Image.Image]:
+    """Fresh renders of the subject (other jitter than the training images): the reference of subject fidelity."""
+    from ..data.glyphs import load_glyphs
+
+    return list(load_glyphs(RESOLUTION, seed=seed, split="held_out", num_images=num_images, **SUBJECT)["image"])
+
+
+def style_images(folder: Path, num_images: int = 40, seed: int = 0, captions: bool = False) -> Path:
+    """The held-out style in the training fonts, every character, black on white (with captions for LoRA)."""
+    from ..data.glyphs import FONTS, HELD_OUT_FONTS
+
+    fonts = [font for font in FONTS if font not in HELD_OUT_FONTS]
+    return write_glyph_folder(folder, num_images, seed, captions, styles=STYLE, fonts=fonts, colors="black",
+                              backgrounds="white")
+
+
+def run_script(name: str, argv: Sequence[str]) -> None:
+    """``training/<name>.py``'s ``main(argv)`` in this process, leaving accelerate's global state as it found it."""
+    from ..training.testing import load_script, reset_accelerate_state
+
+    try:
+        load_script(name).main(list(argv))
+    finally:
+        reset_accelerate_state()
+
+
+def dreambooth(work: Path, prior_preservation: bool, base: str | Path = BASE_PIPELINE, seed: int = 0,
+               extra: Sequence[str] = ()) -> Path:
+    """DreamBooth of the held-out font on ``base`` (full UNet), with or without the prior preservation loss."""
+    output = work / ("dreambooth-prior" if prior_preservation else "dreambooth-plain")
+    argv = ["--pretrained_model_name_or_path", str(base), "--output_dir", str(output),
+            "--instance_data_dir", str(subject_images(work / "subject")), "--instance_prompt", INSTANCE_PROMPT,
+            "--resolution", str(RESOLUTION), "--seed", str(seed), "--checkpointing_steps", "0", *DREAMBOOTH_ARGS]
+    if prior_preservation:
+        argv += ["--with_prior_preservation", "--class_data_dir", str(work / "class-A"), "--class_prompt", CLASS_PROMPT]
+    run_script("train_dreambooth", [*argv, *extra])
+    return output
+
+
+def textual_inversion(work: Path, base: str | Path = BASE_PIPELINE, seed: int = 0) -> Path:
+    output = work / "textual-inversion"
+    run_script("train_textual_inversion", [
+        "--pretrained_model_name_or_path", str(base), "--output_dir", str(output),
+        "--train_data_dir", str(style_images(work / "style")), "--placeholder_token", PLACEHOLDER,
+        "--resolution", str(RESOLUTION), "--seed", str(seed), "--checkpointing_steps", "0", *TEXTUAL_INVERSION_ARGS,
+    ])
+    return output
+
+
+def lora(work: Path, base: str | Path = BASE_PIPELINE, seed: int = 0) -> Path:
+    output = work / "lora"
+    run_script("train_lora", [
+        "--pretrained_model_name_or_path", str(base), "--output_dir", str(output),
+        "--train_data_dir", str(style_images(work / "style-captioned", captions=True)),
+        "--resolution", str(RESOLUTION), "--seed", str(seed), "--checkpointing_steps", "0", *LORA_ARGS,
+    ])
+    return output
+
+
+def load_pipeline(folder: str | Path = BASE_PIPELINE):
+    """A ``StableDiffusionPipeline`` (stock diffusers), float32 on the CPU, progress bars off."""
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(str(folder), dtype=torch.float32, safety_checker=None)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@torch.no_grad()
+def sample(pipe, prompt: str, num_images: int, seed: int = 0, batch_size: int = 50) -> list[Image.Image]:
+    """``num_images`` samples of one prompt; image k depends only on (seed, k // batch_size)."""
+    images = []
+    for start in range(0, num_images, batch_size):
+        count = min(batch_size, num_images - start)
+        images += pipe([prompt] * count, height=RESOLUTION, width=RESOLUTION, guidance_scale=GUIDANCE_SCALE,
+                       num_inference_steps=NUM_INFERENCE_STEPS,
+                       generator=torch.Generator().manual_seed(seed * 1000 + start)).images
+    return images
+
+
+def subject_fidelity(images: Sequence[Image.Image]) -> dict[str, float]:
+    """Fraction of samples the glyph classifier reads as the subject's font, and as the letter A."""
+    from ..evaluation import predict_glyphs
+
+    predicted = predict_glyphs(list(images))
+    n = len(images)
+    return {"font": sum(f == SUBJECT_FONT for f in predicted["font"]) / n,
+            "character": sum(c == "A" for c in predicted["character"]) / n}
+
+
+def fine_tuning_section(output: Path):
+    """Demo gallery: DreamBooth of the held-out font with and without prior preservation, textual inversion and a
+    LoRA of the held-out style, each as before/after grids from the same seeds."""
+    import tempfile
+
+    from ..demo import DemoSection, image_grid
+
+    characters = "ABGKQR47"
+    base = load_pipeline()
+    rows: dict[str, list[Image.Image]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        subject = [Image.open(path) for path in sorted(subject_images(work / "subject").glob("*.png"))]
+        rows["db_base"] = sample(base, INSTANCE_PROMPT, 8) + sample(base, CLASS_PROMPT, 8)
+        for prior in (False, True):
+            pipe = load_pipeline(dreambooth(work, prior))
+            rows[f"db_{prior}"] = sample(pipe, INSTANCE_PROMPT, 8) + sample(pipe, CLASS_PROMPT, 8)
+        style = [Image.open(path) for path in sorted(style_images(work / "style").glob("*.png"))[:8]]
+        ti_folder, lora_folder = textual_inversion(work), lora(work)
+        rows["ti_before"] = [sample(base, f"a bold letter {c}", 1, seed=i)[0] for i, c in enumerate(characters)]
+        rows["lora_before"] = [sample(base, f"an outlined letter {c}", 1, seed=i)[0] for i, c in enumerate(characters)]
+        base.load_textual_inversion(str(ti_folder))
+        rows["ti_after"] = [sample(base, f"a {PLACEHOLDER} letter {c}", 1, seed=i)[0] for i, c in enumerate(characters)]
+        pipe = load_pipeline()
+        pipe.load_lora_weights(str(lora_folder))
+        rows["lora_after"] = [sample(pipe, f"an outlined letter {c}", 1, seed=i)[0] for i, c in enumerate(characters)]
+
+    blank = [Image.new("RGB", subject[0].size, "white")] * (16 - len(subject))
+    image_grid(subject + blank + rows["db_base"] + rows["db_False"] + rows["db_True"], 16, scale=3).save(
+        output / "dreambooth.png")
+    image_grid(style + rows["ti_before"] + rows["ti_after"], 8, scale=3).save(output / "textual_inversion.png")
+    image_grid(style + rows["lora_before"] + rows["lora_after"], 8, scale=3).save(output / "lora.png")
+    table = [["model", f"“{INSTANCE_PROMPT}”: read as {SUBJECT_FONT} (8)", f"“{CLASS_PROMPT}”: read as {SUBJECT_FONT} (8)"]]
+    for key, name in (("db_base", "base"), ("db_False", "DreamBooth, no prior loss"), ("db_True", "DreamBooth + prior")):
+        table.append([name, f"{subject_fidelity(rows[key][:8])['font']:.2f}", f"{subject_fidelity(rows[key][8:])['font']:.2f}"])
+    return DemoSection(
+        title="Fine-tuning the tiny SD base: DreamBooth, textual inversion, LoRA",
+        description=(
+            "pipelines/tiny-sd-glyphs (AutoencoderKL + UNet2DConditionModel + CLIPTextModel, trained by "
+            "`diffusion-canon make-base` without the held-out font cm-typewriter and style outline) fine-tuned here by "
+            "training/train_dreambooth.py (400 steps), train_textual_inversion.py and train_lora.py (200 steps), "
+            "in-process. "
+            "Stock diffusers loads every result (from_pretrained, load_textual_inversion, load_lora_weights). "
+            f"Samples: classifier-free guidance {GUIDANCE_SCALE}, {NUM_INFERENCE_STEPS} DDIM steps. "
+            "benchmarks/RESULTS.md measures DreamBooth's claim on 100 samples per prompt and two seeds."
+        ),
+        images=[
+            ("dreambooth.png", f"DreamBooth of the held-out font. Rows: the 5 subject images; the base; DreamBooth "
+                               "without the prior loss; DreamBooth with prior preservation. Left half: "
+                               f"“{INSTANCE_PROMPT}”, right half: “{CLASS_PROMPT}” (the prior the loss preserves)"),
+            ("textual_inversion.png", f"Textual inversion of the held-out style: training images (top); base with the "
+                                      f"initializer word, “a bold letter X”; after, “a {PLACEHOLDER} letter X”"),
+            ("lora.png", "LoRA (rank 4) on captioned outline glyphs: training images (top); base, “an outlined "
+                         "letter X” (it never saw the style); with the LoRA, the same prompts and seeds"),
+        ],
+        table=table,
+    )
