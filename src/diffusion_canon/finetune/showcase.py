@@ -177,9 +177,6 @@ def fine_tuning_section(output: Path):
         output / "dreambooth.png")
     image_grid(style + rows["ti_before"] + rows["ti_after"], 8, scale=3).save(output / "textual_inversion.png")
     image_grid(style + rows["lora_before"] + rows["lora_after"], 8, scale=3).save(output / "lora.png")
-    table = [["model", f"“{INSTANCE_PROMPT}”: read as {SUBJECT_FONT} (8)", f"“{CLASS_PROMPT}”: read as {SUBJECT_FONT} (8)"]]
-    for key, name in (("db_base", "base"), ("db_False", "DreamBooth, no prior loss"), ("db_True", "DreamBooth + prior")):
-        table.append([name, f"{subject_fidelity(rows[key][:8])['font']:.2f}", f"{subject_fidelity(rows[key][8:])['font']:.2f}"])
     return DemoSection(
         title="Fine-tuning the tiny SD base: DreamBooth, textual inversion, LoRA",
         description=(
@@ -189,16 +186,19 @@ def fine_tuning_section(output: Path):
             "in-process. "
             "Stock diffusers loads every result (from_pretrained, load_textual_inversion, load_lora_weights). "
             f"Samples: classifier-free guidance {GUIDANCE_SCALE}, {NUM_INFERENCE_STEPS} DDIM steps. "
-            "benchmarks/RESULTS.md measures DreamBooth's claim on 100 samples per prompt and two seeds."
+            "benchmarks/RESULTS.md (F1) measures DreamBooth's claim on 100 samples per prompt and two seeds: without "
+            "the prior loss the class prompt drifts to the subject's font (third row, right half); with it, it keeps "
+            "the base's letters (last row)."
         ),
         images=[
             ("dreambooth.png", f"DreamBooth of the held-out font. Rows: the 5 subject images; the base; DreamBooth "
                                "without the prior loss; DreamBooth with prior preservation. Left half: "
                                f"“{INSTANCE_PROMPT}”, right half: “{CLASS_PROMPT}” (the prior the loss preserves)"),
             ("textual_inversion.png", f"Textual inversion of the held-out style: training images (top); base with the "
-                                      f"initializer word, “a bold letter X”; after, “a {PLACEHOLDER} letter X”"),
+                                      f"initializer word, “a bold letter X”; after, “a {PLACEHOLDER} letter X”. At this "
+                                      "scale the learned token carries the light-on-dark stroke look and overrides the "
+                                      "character word"),
             ("lora.png", "LoRA (rank 4) on captioned outline glyphs: training images (top); base, “an outlined "
                          "letter X” (it never saw the style); with the LoRA, the same prompts and seeds"),
         ],
-        table=table,
     )
