@@ -18,7 +18,7 @@ from diffusion_canon.training.losses import (
     training_losses,
 )
 
-SETTINGS = settings(max_examples=25, deadline=None)
+SETTINGS = settings(max_examples=25, deadline=None, derandomize=True)  # CI must not flake: fixed examples
 finite = st.floats(-3.0, 3.0, allow_nan=False)
 
 

@@ -19,7 +19,7 @@ from diffusion_canon.schedulers import (
     space_timesteps,
 )
 
-SETTINGS = settings(max_examples=25, deadline=None)
+SETTINGS = settings(max_examples=25, deadline=None, derandomize=True)  # CI must not flake: fixed examples
 
 
 # -- schedules ---------------------------------------------------------------------------------------------------
@@ -68,7 +68,9 @@ def test_respacing_preserves_marginals(T, data):
     assert kept[-1] == (T - 1 if n > 1 else 0)  # both ends kept; a single step is t = 0 (reference)
     full = GaussianDiffusionSchedule.from_betas(cosine_betas(T))
     respaced = full.respace(kept)
-    np.testing.assert_allclose(respaced.alphas_cumprod, full.alphas_cumprod[kept], rtol=1e-10)
+    # float64 round-off: ᾱ' is the cumulative product of re-derived β' (as in the reference), so tiny ᾱ (~1e-7)
+    # come back with relative errors of ~1e-10 (seen: 1.25e-10 at T=81, n=2)
+    np.testing.assert_allclose(respaced.alphas_cumprod, full.alphas_cumprod[kept], rtol=1e-9)
 
 
 @given(T=st.integers(3, 500), data=st.data())

@@ -152,8 +152,11 @@ def fine_tuning_section(output: Path):
 
     from ..demo import DemoSection, image_grid
 
-    characters = "ABGKQR47"
     base = load_pipeline()
+
+    def per_character(pipe, template: str, characters: str = "ABGKQR47") -> list[Image.Image]:
+        return [sample(pipe, template.format(c), 1, seed=i)[0] for i, c in enumerate(characters)]
+
     rows: dict[str, list[Image.Image]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -164,13 +167,13 @@ def fine_tuning_section(output: Path):
             rows[f"db_{prior}"] = sample(pipe, INSTANCE_PROMPT, 8) + sample(pipe, CLASS_PROMPT, 8)
         style = [Image.open(path) for path in sorted(style_images(work / "style").glob("*.png"))[:8]]
         ti_folder, lora_folder = textual_inversion(work), lora(work)
-        rows["ti_before"] = [sample(base, f"a bold letter {c}", 1, seed=i)[0] for i, c in enumerate(characters)]
-        rows["lora_before"] = [sample(base, f"an outlined letter {c}", 1, seed=i)[0] for i, c in enumerate(characters)]
+        rows["ti_before"] = per_character(base, "a bold letter {}")
+        rows["lora_before"] = per_character(base, "an outlined letter {}")
         base.load_textual_inversion(str(ti_folder))
-        rows["ti_after"] = [sample(base, f"a {PLACEHOLDER} letter {c}", 1, seed=i)[0] for i, c in enumerate(characters)]
+        rows["ti_after"] = per_character(base, f"a {PLACEHOLDER} letter {{}}")
         pipe = load_pipeline()
         pipe.load_lora_weights(str(lora_folder))
-        rows["lora_after"] = [sample(pipe, f"an outlined letter {c}", 1, seed=i)[0] for i, c in enumerate(characters)]
+        rows["lora_after"] = per_character(pipe, "an outlined letter {}")
 
     blank = [Image.new("RGB", subject[0].size, "white")] * (16 - len(subject))
     image_grid(subject + blank + rows["db_base"] + rows["db_False"] + rows["db_True"], 16, scale=3).save(
