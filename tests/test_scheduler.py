@@ -68,9 +68,10 @@ def test_respacing_preserves_marginals(T, data):
     assert kept[-1] == (T - 1 if n > 1 else 0)  # both ends kept; a single step is t = 0 (reference)
     full = GaussianDiffusionSchedule.from_betas(cosine_betas(T))
     respaced = full.respace(kept)
-    # float64 round-off: ᾱ' is the cumulative product of re-derived β' (as in the reference), so tiny ᾱ (~1e-7)
-    # come back with relative errors of ~1e-10 (seen: 1.25e-10 at T=81, n=2)
-    np.testing.assert_allclose(respaced.alphas_cumprod, full.alphas_cumprod[kept], rtol=1e-9)
+    # float64 round-off: ᾱ' is the cumulative product of 1 − β', β' = 1 − ᾱ_i/ᾱ_j re-derived as in the reference; for
+    # the last, tiny ratios (~1e-8 on the cosine schedule) 1 − (1 − r) cancels to a relative error ~eps/r. Measured
+    # over T = 2…600 with several n: at most 7.4e-9. A wrong respacing is off by orders of magnitude.
+    np.testing.assert_allclose(respaced.alphas_cumprod, full.alphas_cumprod[kept], rtol=1e-7)
 
 
 @given(T=st.integers(3, 500), data=st.data())
