@@ -26,14 +26,23 @@ ClassLabels = int | str | Sequence[int | str] | torch.Tensor
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 
 
-def classifier_free_guidance(output: torch.Tensor, channels: int, guidance_scale: float) -> torch.Tensor:
-    """Ho & Salimans (2021): ε̃ = ε(x_t, ∅) + w·(ε(x_t, y) − ε(x_t, ∅)).
+def classifier_free_guidance(
+    unet_pass: Callable[..., torch.Tensor], labels: torch.Tensor | None, null_label: int, guidance_scale: float | None,
+    latents: torch.Tensor, *inputs: torch.Tensor | None,
+) -> torch.Tensor:
+    """Ho & Salimans (2021): ε̃ = ε(x_t, ∅) + w·(ε(x_t, y) − ε(x_t, ∅)), in one U-Net pass over [conditional; null].
 
-    ``output`` is one U-Net pass over ``[conditional batch; null-label batch]``, ``[2N, C', H, W]``; the first
-    ``channels`` channels are ε and the rest (a learned variance, if any) are taken from the conditional half.
-    Returns ``[N, C', H, W]``.
+    ``unet_pass(labels, latents, *inputs)`` returns the U-Net output ``[N, C', H, W]`` (float32). Without guidance
+    (scale ``None`` or 1, or no labels) it runs once as given. Otherwise ``latents`` and every batched input are
+    doubled (0-d tensors and ``None`` pass through), the second half labelled ``null_label``; the first ``C``
+    channels (those of ``latents``) are mixed and the rest (a learned variance, if any) come from the conditional half.
     """
+    if guidance_scale is None or guidance_scale == 1.0 or labels is None:
+        return unet_pass(labels, latents, *inputs)
+    doubled = [x if x is None or x.ndim == 0 else torch.cat([x, x]) for x in (latents, *inputs)]
+    output = unet_pass(torch.cat([labels, torch.full_like(labels, null_label)]), *doubled)
     conditional, unconditional = output.chunk(2)
+    channels = latents.shape[1]
     eps = unconditional[:, :channels] + guidance_scale * (conditional[:, :channels] - unconditional[:, :channels])
     return torch.cat([eps, conditional[:, channels:]], dim=1)
 
@@ -188,16 +197,9 @@ class ADMPipeline(FolderPipelineMixin, DiffusionPipeline):
         """The U-Net output for x_t, ``[N, out_channels, H, W]`` float32. With classifier-free guidance (Ho &
         Salimans 2021) ε̃ = ε(x_t, ∅) + w·(ε(x_t, y) − ε(x_t, ∅)); a learned variance is taken from the conditional
         pass."""
-        if guidance_scale is None or guidance_scale == 1.0 or labels is None:
-            return self.unet(latents, model_timestep, labels, low_res=low_res).sample.float()
-        null = torch.full_like(labels, self.unet.config.num_classes)
-        output = self.unet(
-            torch.cat([latents, latents]),
-            model_timestep if model_timestep.ndim == 0 else torch.cat([model_timestep, model_timestep]),
-            torch.cat([labels, null]),
-            low_res=None if low_res is None else torch.cat([low_res, low_res]),
-        ).sample.float()
-        return classifier_free_guidance(output, latents.shape[1], guidance_scale)
+        unet_pass = lambda y, x, t, low: self.unet(x, t, y, low_res=low).sample.float()  # noqa: E731
+        return classifier_free_guidance(unet_pass, labels, self.unet.config.num_classes, guidance_scale, latents,
+                                        model_timestep, low_res)
 
     def classifier_gradient(
         self, latents: torch.Tensor, model_timestep: torch.Tensor, labels: torch.Tensor, scale: float

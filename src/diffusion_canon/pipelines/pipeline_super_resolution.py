@@ -182,14 +182,9 @@ class SuperResolutionPipeline(ADMPipeline):
     ) -> torch.Tensor:
         """The SR U-Net output for x_t given the (augmented) conditioning and its level, ``[N, out_channels, H, W]``
         float32; classifier-free guidance ε̃ = ε(∅) + w·(ε(y) − ε(∅)) as in ADMPipeline."""
-        if guidance_scale is None or guidance_scale == 1.0 or labels is None:
-            return self.unet(latents, model_timestep, low_res, augmentation_level, labels).sample.float()
-        null = torch.full_like(labels, self.unet.config.num_classes)
-        output = self.unet(
-            torch.cat([latents, latents]), torch.cat([model_timestep, model_timestep]), torch.cat([low_res, low_res]),
-            torch.cat([augmentation_level, augmentation_level]), torch.cat([labels, null]),
-        ).sample.float()
-        return classifier_free_guidance(output, latents.shape[1], guidance_scale)
+        unet_pass = lambda y, x, t, low, level: self.unet(x, t, low, level, y).sample.float()  # noqa: E731
+        return classifier_free_guidance(unet_pass, labels, self.unet.config.num_classes, guidance_scale, latents,
+                                        model_timestep, low_res, augmentation_level)
 
     def sample(
         self,
