@@ -36,8 +36,8 @@ def main_of(command: list[str]):
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         rest = command[1:]
-    positional = [arg for arg in rest[: next((i for i, a in enumerate(rest) if a.startswith("--")), len(rest))]]
-    return module.main, positional, [arg for arg in rest if arg.startswith("--")]
+    first_flag = next((i for i, arg in enumerate(rest) if arg.startswith("--")), len(rest))
+    return module.main, rest[:first_flag], [arg for arg in rest if arg.startswith("--")]
 
 
 def test_every_shipped_pipeline_has_a_recipe():
