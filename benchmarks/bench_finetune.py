@@ -7,16 +7,19 @@ The anchor is read from ``--diffusers_examples`` (a checkout of huggingface/diff
 absent). It imports torchvision only for ``transforms``; when torchvision cannot be imported, a PIL stub of the five
 transforms it uses is put in front of it (written to a temp dir, never into this repository).
 
-Step time: each implementation runs ``--steps_short`` and ``--steps_long`` optimizer steps in separate processes;
-(t_long - t_short) / (steps_long - steps_short) removes start-up and saving. t is the child's CPU time (user + system,
-from ``os.wait4``; with OMP_NUM_THREADS=1 it tracks compute and, unlike wall time, hardly moves when other jobs share
-the cores); wall time is printed too. The implementations alternate (ours, theirs, theirs, ours, ...) and the ratio
-is reported, not lone CPU times. Peak RSS is the child's ``ru_maxrss``.
+Step time: each implementation runs ``--steps`` optimizer steps in its own process, started through a runner that
+registers a global ``torch.optim`` step hook; the hook stamps the process CPU time (user + system, all threads) after
+every optimizer step, so a step's time is everything between two updates (data, forward, backward, clipping,
+optimizer) and start-up, saving and the first ``--warmup`` steps are left out. With OMP_NUM_THREADS=1 CPU time
+tracks compute and, unlike wall time, hardly moves when other jobs share the cores. The implementations alternate
+(ours, theirs, theirs, ours, ...) and the ratio of medians is reported, not lone times. Peak RSS is the child's
+``ru_maxrss`` (``os.wait4``).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -61,17 +64,25 @@ class Normalize:
     def __call__(self, x): return (x - self.mean) / self.std
 '''
 
-# transformers/diffusers must see torchvision as absent; only then does the example get the stub
-RUN_WITH_STUB = '''
-import runpy, sys
-import transformers, diffusers
-from transformers import CLIPTextModel, CLIPTokenizer
-from diffusers import AutoencoderKL, UNet2DConditionModel, DDPMScheduler, DiffusionPipeline
-from diffusers.loaders import peft
-sys.path.insert(0, sys.argv[1])
-import torchvision, torchvision.transforms
-sys.argv = sys.argv[2:]
-runpy.run_path(sys.argv[0], run_name="__main__")
+# Runs a training script with a global optimizer-step hook that records the CPU clock after every update. With a
+# stub folder, transformers/diffusers are imported first (they must see torchvision as absent), then the stub.
+RUNNER = '''
+import json, runpy, sys, time
+from torch.optim.optimizer import register_optimizer_step_post_hook
+stamps_file, stub, script, *argv = sys.argv[1:]
+if stub:
+    import transformers, diffusers
+    from transformers import CLIPTextModel, CLIPTokenizer
+    from diffusers import AutoencoderKL, UNet2DConditionModel, DDPMScheduler, DiffusionPipeline
+    from diffusers.loaders import peft
+    sys.path.insert(0, stub)
+    import torchvision, torchvision.transforms
+stamps = []
+register_optimizer_step_post_hook(lambda optimizer, args, kwargs: stamps.append(time.process_time()))
+sys.argv = [script, *argv]
+runpy.run_path(script, run_name="__main__")
+with open(stamps_file, "w") as f:
+    json.dump(stamps, f)
 '''
 
 
@@ -100,70 +111,72 @@ def dreambooth_argv(paths: dict[str, str], output_dir: str, steps: int, batch_si
             "--checkpointing_steps", "100000", "--seed", "0", "--output_dir", output_dir]
 
 
-def timed(command: list[str], env: dict[str, str]) -> tuple[float, float, float]:
-    """(CPU seconds, wall seconds, peak RSS in MiB) of one child process."""
-    start = time.perf_counter()
+def timed_steps(command: list[str], env: dict[str, str], stamps_file: Path, warmup: int) -> tuple[list[float], float]:
+    """(CPU seconds of each optimizer step after ``warmup``, peak RSS in MiB) of one child process."""
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=False)
     _, status, usage = os.wait4(process.pid, 0)
-    wall = time.perf_counter() - start
     if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"{command[:3]} failed: {process.stderr.read().decode()[-3000:]}")
-    return usage.ru_utime + usage.ru_stime, wall, usage.ru_maxrss / 1024
+        raise RuntimeError(f"{command[:4]} failed: {process.stderr.read().decode()[-3000:]}")
+    stamps = json.loads(stamps_file.read_text())[warmup:]
+    return [b - a for a, b in zip(stamps, stamps[1:])], usage.ru_maxrss / 1024
 
 
-def anchor_command(examples: Path, work: Path) -> list[str] | None:
+def anchor_script(examples: Path, work: Path) -> tuple[str, str] | None:
+    """(script, torchvision stub folder or "") of the diffusers example, or None when the checkout is absent."""
     script = examples / "dreambooth" / "train_dreambooth.py"
     if not script.is_file():
         return None
     try:
         import torchvision  # noqa: F401
-        return [sys.executable, str(script)]
+        return str(script), ""
     except Exception:  # missing, or a CUDA build next to a CPU torch
         stub = work / "stub" / "torchvision"
         stub.mkdir(parents=True, exist_ok=True)
         (stub / "__init__.py").write_text("")
         (stub / "transforms.py").write_text(TORCHVISION_STUB)
-        (work / "run_with_stub.py").write_text(RUN_WITH_STUB)
-        return [sys.executable, str(work / "run_with_stub.py"), str(work / "stub"), str(script)]
+        return str(script), str(stub.parent)
 
 
 def bench_dreambooth(args: argparse.Namespace) -> None:
     work = Path(tempfile.mkdtemp(prefix="bench_finetune_"))
-    anchor = anchor_command(Path(args.diffusers_examples), work)
+    anchor = anchor_script(Path(args.diffusers_examples), work)
     if anchor is None:
         print(f"P3 skipped: no {args.diffusers_examples}/dreambooth/train_dreambooth.py (fetch huggingface/diffusers)")
         return
     paths = make_fixture(work)
+    (work / "runner.py").write_text(RUNNER)
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "HF_HUB_OFFLINE": "1"}
-    ours = [sys.executable, str(ROOT / "training" / "train_dreambooth.py")]
-    variants = {"ours": ours, "ours --cache_latents": ours, "diffusers example": anchor}
-    extra = {"ours --cache_latents": ["--cache_latents"]}
-    results: dict[str, dict[str, list[float]]] = {name: {"step": [], "wall": [], "rss": []} for name in variants}
+    ours = (str(ROOT / "training" / "train_dreambooth.py"), "")
+    # "ours" caches the VAE posteriors by itself (--center_crop: fixed pixels); the fixture's images are already
+    # 32 px, so without --center_crop the random crop is the whole image and ours encodes them every step instead
+    variants = {"ours": ours, "ours, VAE every step": ours, "diffusers example": anchor}
+    drop = {"ours, VAE every step": {"--center_crop"}}
+    steps: dict[str, list[float]] = {name: [] for name in variants}
+    rss: dict[str, list[float]] = {name: [] for name in variants}
     order = list(variants)
     for round_index in range(args.rounds):
         for name in order if round_index % 2 == 0 else order[::-1]:
-            cpu, wall = {}, {}
-            for steps in (args.steps_short, args.steps_long):
-                out = str(work / f"out-{len(results[name]['rss'])}-{steps}")
-                argv = dreambooth_argv(paths, out, steps, args.batch_size) + extra.get(name, [])
-                cpu[steps], wall[steps], rss = timed(variants[name] + argv, env)
-                results[name]["rss"].append(rss)
-            span = args.steps_long - args.steps_short
-            results[name]["step"].append((cpu[args.steps_long] - cpu[args.steps_short]) / span)
-            results[name]["wall"].append((wall[args.steps_long] - wall[args.steps_short]) / span)
-            print(f"round {round_index} {name}: {results[name]['step'][-1]:.3f} CPU s/step, "
-                  f"{results[name]['wall'][-1]:.3f} wall s/step", flush=True)
-    anchor_step = statistics.median(results["diffusers example"]["step"])
-    anchor_rss = max(results["diffusers example"]["rss"])
+            script, stub = variants[name]
+            run_name = f"{round_index}-{order.index(name)}"
+            stamps_file = work / f"stamps-{run_name}.json"
+            argv = dreambooth_argv(paths, str(work / f"out-{run_name}"), args.steps, args.batch_size)
+            argv = [a for a in argv if a not in drop.get(name, ())]
+            times, peak = timed_steps([sys.executable, str(work / "runner.py"), str(stamps_file), stub, script, *argv],
+                                      env, stamps_file, args.warmup)
+            steps[name] += times
+            rss[name].append(peak)
+            print(f"round {round_index} {name}: median {statistics.median(times):.4f} CPU s/step", flush=True)
+    anchor_step, anchor_rss = statistics.median(steps["diffusers example"]), max(rss["diffusers example"])
     print(f"\nP3: DreamBooth + prior preservation, batch {args.batch_size}+{args.batch_size}, 32 px, tiny-sd-glyphs "
-          f"architecture, OMP_NUM_THREADS={env['OMP_NUM_THREADS']}, {args.rounds} alternating rounds\n")
-    print("| implementation | CPU time per step (median) | ratio | wall per step (median) | peak RSS | ratio |")
-    print("| --- | --- | --- | --- | --- | --- |")
+          f"architecture, OMP_NUM_THREADS={env['OMP_NUM_THREADS']}, {args.rounds} alternating rounds of "
+          f"{args.steps} steps (first {args.warmup} left out)\n")
+    print("| implementation | CPU time per step: median (quartiles) | ratio | peak RSS | ratio |")
+    print("| --- | --- | --- | --- | --- |")
     for name in variants:
-        step, rss = statistics.median(results[name]["step"]), max(results[name]["rss"])
-        wall = statistics.median(results[name]["wall"])
-        print(f"| {name} | {step:.3f} s | {step / anchor_step:.2f}x | {wall:.3f} s | {rss:.0f} MiB | "
-              f"{rss / anchor_rss:.2f}x |")
+        q1, median, q3 = statistics.quantiles(steps[name], n=4)
+        peak = max(rss[name])
+        print(f"| {name} | {median:.4f} s ({q1:.4f}-{q3:.4f}) | {median / anchor_step:.2f}x | {peak:.0f} MiB | "
+              f"{peak / anchor_rss:.2f}x |")
 
 
 def bench_tests() -> None:
@@ -179,8 +192,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--diffusers_examples", default="/tmp/diffusers/examples")
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--steps_short", type=int, default=2)
-    parser.add_argument("--steps_long", type=int, default=12)
+    parser.add_argument("--steps", type=int, default=40, help="Optimizer steps per run.")
+    parser.add_argument("--warmup", type=int, default=5, help="Steps left out at the start of each run.")
     parser.add_argument("--batch_size", type=int, default=4)
     parser.add_argument("--tests", action="store_true", help="Also time the fine-tuning tests (P4).")
     args = parser.parse_args()

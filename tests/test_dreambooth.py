@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from diffusers import DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from PIL import Image
 from safetensors import safe_open
 
@@ -192,17 +192,31 @@ def test_model_card_snippet_runs(base, instance_dir, tmp_path):
     assert namespace["image"].size == (32, 32)
 
 
-def test_cache_latents_trains_the_same_weights(base, instance_dir, tmp_path):
-    """Caching stores the VAE posterior, so each step still samples z ~ q(z|x) from the same RNG: same training."""
-    dreambooth.main(dreambooth_args(base, instance_dir, tmp_path / "plain"))
-    reset_accelerate_state()
-    dreambooth.main(dreambooth_args(base, instance_dir, tmp_path / "cached", "--cache_latents"))
-    a = UNet2DConditionModel.from_pretrained(str(tmp_path / "plain"), subfolder="unet").state_dict()
-    b = UNet2DConditionModel.from_pretrained(str(tmp_path / "cached"), subfolder="unet").state_dict()
+def test_latents_are_cached_without_changing_the_training(base, instance_dir, tmp_path, monkeypatch):
+    """The VAE posterior of fixed pixels is computed once (automatically with --center_crop, or forced by
+    --cache_latents), and each step still samples z ~ q(z|x) from the same RNG: the weights equal those of a run that
+    encodes every step. Without --center_crop the 32-pixel images are random-cropped to 32 pixels: the same pixels,
+    encoded per step."""
+    encoded = []
+    encode = AutoencoderKL.encode
+    monkeypatch.setattr(AutoencoderKL, "encode", lambda vae, x, *a, **k: (encoded.append(len(x)), encode(vae, x))[1])
+
+    def train(name, *flags):
+        encoded.clear()
+        reset_accelerate_state()
+        argv = [a for a in dreambooth_args(base, instance_dir, tmp_path / name) if a != "--center_crop"]
+        dreambooth.main([*argv, *flags, "--max_train_steps", "3"])
+        return sum(encoded), UNet2DConditionModel.from_pretrained(str(tmp_path / name), subfolder="unet").state_dict()
+
+    per_step, plain = train("plain")
+    assert per_step == 2 + 1 + 2  # every step encodes its batch (3 images, batches of 2)
     original = UNet2DConditionModel.from_pretrained(base, subfolder="unet").state_dict()
-    assert not torch.equal(a["conv_in.weight"], original["conv_in.weight"])
-    for k in a:
-        torch.testing.assert_close(a[k], b[k], rtol=1e-3, atol=1e-5)  # VAE batch size changes the last bits
+    assert not torch.equal(plain["conv_in.weight"], original["conv_in.weight"])
+    for flags in (["--center_crop"], ["--cache_latents"]):
+        once, cached = train("cached", *flags)
+        assert once == 3, flags  # the three instance images, once
+        for k in plain:
+            torch.testing.assert_close(cached[k], plain[k], rtol=1e-3, atol=1e-5)  # VAE batch size: last bits
 
 
 def test_several_concepts_with_their_own_class_images(base, tmp_path):

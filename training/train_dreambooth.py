@@ -113,15 +113,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     params = run.trainable([*unet.parameters(), *(text_encoder.parameters() if args.train_text_encoder else [])])
 
     # Data: instance images (several concepts, repeats, per-image captions), paired with class images.
+    # Fixed pixels (a deterministic transform) have a fixed VAE posterior: encode once instead of every step.
     transform = ImageTransform(args.resolution, args.center_crop, args.random_flip)
+    cache_latents = args.cache_latents or transform.deterministic
     dataset = PromptedImages(*instance_examples(args.concepts, args.repeats), transform)
-    if args.cache_latents:
+    if cache_latents:
         dataset = CachedLatents(dataset, base.vae)
     if args.with_prior_preservation:
         classes = [(path, c.class_prompt) for c in args.concepts
                    for path in list_images(c.class_data_dir, "class_data_dir")[: args.num_class_images]]
         class_dataset = PromptedImages([p for p, _ in classes], [q for _, q in classes], transform)
-        dataset = PriorPreservationPairs(dataset, CachedLatents(class_dataset, base.vae) if args.cache_latents
+        dataset = PriorPreservationPairs(dataset, CachedLatents(class_dataset, base.vae) if cache_latents
                                          else class_dataset)
     dataloader = run.dataloader(dataset, collate)
 

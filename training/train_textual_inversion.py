@@ -71,9 +71,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     # Data: the images (x repeats), each with a template prompt around the placeholder string.
     placeholder = " ".join(base.tokenizer.convert_ids_to_tokens(token_ids))
     templates = STYLE_TEMPLATES if args.learnable_property == "style" else OBJECT_TEMPLATES
-    dataset = TemplatedImages(paths, templates, placeholder,
-                              ImageTransform(args.resolution, args.center_crop, args.random_flip))
-    if args.cache_latents:
+    transform = ImageTransform(args.resolution, args.center_crop, args.random_flip)
+    dataset = TemplatedImages(paths, templates, placeholder, transform)
+    if args.cache_latents or transform.deterministic:  # fixed pixels, fixed VAE posterior: encode once
         dataset = CachedLatents(dataset, base.vae)
     dataloader = run.dataloader(dataset, collate)
     rows = run.prepare(rows)

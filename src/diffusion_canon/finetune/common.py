@@ -31,8 +31,10 @@ def add_sd_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--random_flip", action="store_true")
     group.add_argument("--repeats", type=int, default=1, help="Repeat the training images this often per epoch.")
     group.add_argument("--cache_latents", action="store_true",
-                       help="Encode every image once with the VAE (and prompts once while the text encoder is "
-                            "frozen). Freezes crop and flip: use with --center_crop.")
+                       help="Encode every image once with the VAE, even with random crops/flips (which are then "
+                            "drawn once). DreamBooth and textual inversion do this by themselves when the transform "
+                            "is deterministic (--center_crop without --random_flip): the training is the same, only "
+                            "faster. Prompts are encoded once while the text encoder is frozen.")
     add_diffusion_loss_args(parser)
 
 

@@ -60,6 +60,12 @@ class ImageTransform:
     def __init__(self, resolution: int, center_crop: bool = False, random_flip: bool = False) -> None:
         self.resolution, self.center_crop, self.random_flip = resolution, center_crop, random_flip
 
+    @property
+    def deterministic(self) -> bool:
+        """Whether an image always becomes the same tensor, so its VAE posterior can be computed once
+        (`CachedLatents`) with nothing changed but the speed."""
+        return self.center_crop and not self.random_flip
+
     def __call__(self, image: Image.Image) -> torch.Tensor:
         image = image.convert("RGB")
         scale = self.resolution / min(image.size)
@@ -142,8 +148,9 @@ def collate(examples: list[dict]) -> dict:
 
 
 class CachedLatents(Dataset):
-    """``--cache_latents``: each image encoded once by the VAE; the posterior parameters (mean and log-variance,
-    (2C, h, w)) are stored, so each step still draws a fresh latent sample z ~ N(mean, var) as without caching."""
+    """Each image encoded once by the VAE (``--cache_latents``, or automatically for a deterministic transform); the
+    posterior parameters (mean and log-variance, (2C, h, w)) are stored, so each step still draws a fresh latent
+    sample z ~ N(mean, var) from the same RNG as without caching."""
 
     def __init__(self, dataset: PromptedImages, vae: torch.nn.Module, batch_size: int = 8) -> None:
         self.dataset = dataset
