@@ -1,7 +1,8 @@
 """P3/P4 of the fine-tuning issue: our DreamBooth + prior preservation vs diffusers'
-examples/dreambooth/train_dreambooth.py on the same tiny SD base (the tiny-sd-glyphs architecture, random weights), and the wall time of our fine-tuning tests.
+examples/dreambooth/train_dreambooth.py on the same tiny SD base (the tiny-sd-glyphs architecture, random weights),
+and the wall time of our fine-tuning tests.
 
-    python benchmarks/bench_finetune.py [--diffusers_examples /tmp/diffusers/examples] [--rounds 2] [--tests]
+    python benchmarks/bench_finetune.py [--diffusers_examples /tmp/diffusers/examples] [--rounds 4] [--tests]
 
 The anchor is read from ``--diffusers_examples`` (a checkout of huggingface/diffusers ``examples/``; skipped when
 absent). It imports torchvision only for ``transforms``; when torchvision cannot be imported, a PIL stub of the five
@@ -152,6 +153,7 @@ def bench_dreambooth(args: argparse.Namespace) -> None:
     variants = {"ours": ours, "ours, VAE every step": ours, "diffusers example": anchor}
     drop = {"ours, VAE every step": {"--center_crop"}}
     steps: dict[str, list[float]] = {name: [] for name in variants}
+    round_medians: dict[str, list[float]] = {name: [] for name in variants}
     rss: dict[str, list[float]] = {name: [] for name in variants}
     order = list(variants)
     for round_index in range(args.rounds):
@@ -164,18 +166,23 @@ def bench_dreambooth(args: argparse.Namespace) -> None:
             times, peak = timed_steps([sys.executable, str(work / "runner.py"), str(stamps_file), stub, script, *argv],
                                       env, stamps_file, args.warmup)
             steps[name] += times
+            round_medians[name].append(statistics.median(times))
             rss[name].append(peak)
             print(f"round {round_index} {name}: median {statistics.median(times):.4f} CPU s/step", flush=True)
     anchor_step, anchor_rss = statistics.median(steps["diffusers example"]), max(rss["diffusers example"])
     print(f"\nP3: DreamBooth + prior preservation, batch {args.batch_size}+{args.batch_size}, 32 px, tiny-sd-glyphs "
           f"architecture, OMP_NUM_THREADS={env['OMP_NUM_THREADS']}, {args.rounds} alternating rounds of "
           f"{args.steps} steps (first {args.warmup} left out)\n")
-    print("| implementation | CPU time per step: median (quartiles) | ratio | peak RSS | ratio |")
-    print("| --- | --- | --- | --- | --- |")
+    # the ratio of medians over all steps, and the median of the per-round ratios (robust to load drifting between
+    # rounds, since each round runs every implementation back to back)
+    print("| implementation | CPU s per step: median (quartiles) | ratio | per-round ratios (median) | peak RSS | ratio |")
+    print("| --- | --- | --- | --- | --- | --- |")
     for name in variants:
         q1, median, q3 = statistics.quantiles(steps[name], n=4)
+        ratios = [a / b for a, b in zip(round_medians[name], round_medians["diffusers example"])]
         peak = max(rss[name])
-        print(f"| {name} | {median:.4f} s ({q1:.4f}-{q3:.4f}) | {median / anchor_step:.2f}x | {peak:.0f} MiB | "
+        print(f"| {name} | {median:.4f} s ({q1:.4f}-{q3:.4f}) | {median / anchor_step:.2f}x | "
+              f"{' / '.join(f'{r:.2f}' for r in ratios)} ({statistics.median(ratios):.2f}x) | {peak:.0f} MiB | "
               f"{peak / anchor_rss:.2f}x |")
 
 
@@ -191,7 +198,7 @@ def bench_tests() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--diffusers_examples", default="/tmp/diffusers/examples")
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--steps", type=int, default=40, help="Optimizer steps per run.")
     parser.add_argument("--warmup", type=int, default=5, help="Steps left out at the start of each run.")
     parser.add_argument("--batch_size", type=int, default=4)

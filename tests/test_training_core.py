@@ -19,6 +19,7 @@ from diffusion_canon.training import (
     training_parser,
     write_model_card,
 )
+from diffusion_canon.training.gradients import ContiguousGradients
 from diffusion_canon.training.testing import fresh_accelerate_state, reset_accelerate_state  # noqa: F401 (fixture)
 
 
@@ -147,6 +148,58 @@ def test_gradient_clipping_applies_to_generator_params(tmp_path):
     with run.accumulate(model):
         run.backward(((model(x) - y) ** 2).mean() * 1e3)
     assert len(norms) == 1 and norms[0] <= 1e-3 * (1 + 1e-5)
+
+
+def test_contiguous_gradients_are_the_per_tensor_gradients():
+    """Backward into the buffer's views gives the per-tensor gradients (accumulating in place), clip_ follows
+    clip_grad_norm_, zero_ zeros every gradient, and a gradient replaced behind the buffer's back is an error."""
+    torch.manual_seed(0)
+    reference = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2))
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2))
+    model.load_state_dict(reference.state_dict())
+    gradients = ContiguousGradients(list(model.parameters()))
+    x = torch.randn(5, 3)
+    for _ in range(2):
+        reference(x).square().sum().backward()
+        model(x).square().sum().backward()
+    for p, q in zip(reference.parameters(), model.parameters()):
+        torch.testing.assert_close(q.grad, p.grad)
+    expected = torch.nn.utils.clip_grad_norm_(reference.parameters(), 0.1)
+    assert expected > 0.1  # so clipping scales
+    torch.testing.assert_close(gradients.clip_(0.1), expected)
+    for p, q in zip(reference.parameters(), model.parameters()):
+        torch.testing.assert_close(q.grad, p.grad)
+    gradients.zero_()
+    assert all(not q.grad.any() for q in model.parameters())
+    gradients.check()
+    model.zero_grad()  # set_to_none: the buffer no longer sees these gradients
+    with pytest.raises(RuntimeError, match=r"parameter 0 \(4, 3\) was replaced"):
+        gradients.check()
+
+
+def test_accumulated_update_is_the_mean_gradient_of_its_micro_batches(tmp_path):
+    """With --gradient_accumulation_steps 2 the optimizer sees, at each update, the mean gradient of exactly the two
+    micro-batches since the previous update, at the weights of that moment (computed here independently)."""
+    args = parse_training_args(training_parser("acc"), toy_args(
+        tmp_path, "--max_grad_norm", "0", "--max_train_steps", "2", "--checkpointing_steps", "0"))
+    run = TrainingRun(args, "acc")
+    model = torch.nn.Linear(3, 1)
+    run.trainable(model.parameters())
+    dataloader = run.dataloader(NoisyLine())
+    model = run.prepare(model)
+    updates, batches = [], []
+    run.optimizer.optimizer.register_step_pre_hook(lambda opt, *_: updates.append(
+        ([p.detach().clone() for p in run.params], [p.grad.clone() for p in run.params])))
+    for x, y in run.batches(dataloader):
+        batches.append((x, y))
+        with run.accumulate(model):
+            run.backward(((model(x) - y) ** 2).mean())
+    assert len(updates) == 2 and len(batches) == 4
+    for k, (weights, grads) in enumerate(updates):
+        weight, bias = (w.requires_grad_() for w in weights)
+        loss = sum(((x @ weight.T + bias - y) ** 2).mean() for x, y in batches[2 * k : 2 * k + 2]) / 2
+        for got, expected in zip(grads, torch.autograd.grad(loss, [weight, bias])):
+            torch.testing.assert_close(got, expected)
 
 
 def test_trainable_params_fp32_under_bf16(tmp_path):

@@ -37,13 +37,14 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 from accelerate.data_loader import skip_first_batches
-from accelerate.utils import ProjectConfiguration, send_to_device, set_seed
+from accelerate.utils import DistributedType, ProjectConfiguration, send_to_device, set_seed
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm.auto import tqdm
 
 from .checkpointing import TrainingProgress, load_checkpoint, save_checkpoint
+from .gradients import ContiguousGradients
 from .validation import save_validation_images
 
 logger = logging.getLogger(__name__)
@@ -79,6 +80,7 @@ class TrainingRun:
         if self.accelerator.is_main_process:
             os.makedirs(args.output_dir, exist_ok=True)
         self.params: list[torch.nn.Parameter] = []
+        self.gradients: ContiguousGradients | None = None
         self.ema: EMAModel | None = None
         # set by a script that has something to validate (e.g. a --validation_prompt): returns a list of PIL images
         self.validation: Callable[[], list[Any]] | None = None
@@ -165,6 +167,11 @@ class TrainingRun:
         )
 
         self.optimizer = accelerator.prepare(self._optimizer())
+        # one gradient buffer (one clipping and one zeroing kernel per step), unless a sharding backend owns the
+        # gradients or the parameters are spread over devices
+        if (accelerator.distributed_type not in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+                and len({(p.device, p.dtype) for p in self.params}) == 1):
+            self.gradients = ContiguousGradients(self.params)
         # the prepared scheduler steps once per process per update, hence the factors (as in the diffusers examples)
         self.lr_scheduler = accelerator.prepare(get_scheduler(
             args.lr_scheduler, optimizer=self.optimizer,
@@ -197,35 +204,51 @@ class TrainingRun:
         first_epoch, skip = divmod(consumed, self.batches_per_epoch)
         bar = tqdm(total=self.max_train_steps, initial=self.global_step, desc="steps",
                    disable=not accelerator.is_local_main_process)
-        for epoch in range(first_epoch, self.num_train_epochs + 1):
-            dataloader.sampler.set_epoch(epoch)
-            epoch_loader = skip_first_batches(dataloader, skip) if epoch == first_epoch and skip else dataloader
-            for batch in epoch_loader:
-                yield send_to_device(batch, accelerator.device)
-                if not accelerator.sync_gradients:
-                    continue
-                self.progress.global_step += 1
-                if self.ema is not None:
-                    self.ema.step(self.params)
-                bar.update(1)
-                logs = {"loss": self._last_loss, "lr": self.lr_scheduler.get_last_lr()[0]}
-                bar.set_postfix(**logs)
-                accelerator.log(logs, step=self.global_step)
-                self._after_update()
-                if self.global_step >= self.max_train_steps:
-                    bar.close()
-                    return
-        bar.close()
+        try:
+            for epoch in range(first_epoch, self.num_train_epochs + 1):
+                dataloader.sampler.set_epoch(epoch)
+                epoch_loader = skip_first_batches(dataloader, skip) if epoch == first_epoch and skip else dataloader
+                for batch in epoch_loader:
+                    yield send_to_device(batch, accelerator.device)
+                    if not accelerator.sync_gradients:
+                        continue
+                    self.progress.global_step += 1
+                    if self.ema is not None:
+                        self.ema.step(self.params)
+                    bar.update(1)
+                    logs = {"loss": self._last_loss, "lr": self.lr_scheduler.get_last_lr()[0]}
+                    bar.set_postfix(**logs)
+                    accelerator.log(logs, step=self.global_step)
+                    self._after_update()
+                    if self.global_step >= self.max_train_steps:
+                        return
+        finally:  # training is over (or broke off): the gradient buffer's memory goes back before saving
+            bar.close()
+            if self.gradients is not None:
+                self.gradients.release()
+                self.gradients = None
 
     def backward(self, loss: torch.Tensor) -> None:
         """Backward pass; on an update step, clip the gradient norm of the trainable parameters, step the optimizer
-        and the LR schedule. Call inside ``run.accumulate(model)``."""
-        self.accelerator.backward(loss)
-        if self.accelerator.sync_gradients and self.args.max_grad_norm > 0:
-            self.accelerator.clip_grad_norm_(self.params, self.args.max_grad_norm)
-        self.optimizer.step()
+        and the LR schedule, zero the gradients. Call inside ``run.accumulate(model)``."""
+        accelerator, max_norm = self.accelerator, self.args.max_grad_norm
+        accelerator.backward(loss)
+        if accelerator.sync_gradients:
+            if self.gradients is None:
+                if max_norm > 0:
+                    accelerator.clip_grad_norm_(self.params, max_norm)
+            else:
+                self.gradients.check()
+                if max_norm > 0:
+                    accelerator.unscale_gradients()  # fp16: the norm is of the true gradients
+                    self.gradients.clip_(max_norm)
+        self.optimizer.step()  # the prepared optimizer only steps on update steps
         self.lr_scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        if accelerator.sync_gradients:
+            if self.gradients is None:
+                self.optimizer.zero_grad(set_to_none=True)
+            else:
+                self.gradients.zero_()
         self._last_loss = loss.detach().item()
 
     def _after_update(self) -> None:
