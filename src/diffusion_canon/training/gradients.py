@@ -2,7 +2,7 @@
 
 Backward then accumulates into the views in place, and gradient clipping and zeroing are one kernel each over the
 buffer instead of one per tensor: ~290 tensors for the tiny SD UNet, where the per-tensor loops of
-``clip_grad_norm_`` and ``zero_grad`` cost ~5 % of a DreamBooth step on the CPU. Clipping is
+``clip_grad_norm_`` and ``zero_grad`` cost ~3 ms of a ~88 ms DreamBooth step on the CPU. Clipping is
 ``torch.nn.utils.clip_grad_norm_``'s rule: g <- g * min(1, max_norm / (||g||_2 + 1e-6)).
 
 A parameter that gets no gradient in a step keeps a zero gradient instead of ``None``, so AdamW's weight decay still
