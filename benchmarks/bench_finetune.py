@@ -13,8 +13,9 @@ registers a global ``torch.optim`` step hook; the hook stamps the process CPU ti
 every optimizer step, so a step's time is everything between two updates (data, forward, backward, clipping,
 optimizer) and start-up, saving and the first ``--warmup`` steps are left out. With OMP_NUM_THREADS=1 CPU time
 tracks compute and, unlike wall time, hardly moves when other jobs share the cores. The implementations alternate
-(ours, theirs, theirs, ours, ...) and the ratio of medians is reported, not lone times. Peak RSS is the child's
-``ru_maxrss`` (``os.wait4``).
+(ours, theirs, theirs, ours, ...); reported are the ratio of medians over all steps and the per-round ratios (each
+round runs every implementation back to back, so load drifting between rounds cancels), not lone times. Peak RSS is
+the child's ``ru_maxrss`` (``os.wait4``).
 """
 
 from __future__ import annotations
@@ -173,9 +174,7 @@ def bench_dreambooth(args: argparse.Namespace) -> None:
     print(f"\nP3: DreamBooth + prior preservation, batch {args.batch_size}+{args.batch_size}, 32 px, tiny-sd-glyphs "
           f"architecture, OMP_NUM_THREADS={env['OMP_NUM_THREADS']}, {args.rounds} alternating rounds of "
           f"{args.steps} steps (first {args.warmup} left out)\n")
-    # the ratio of medians over all steps, and the median of the per-round ratios (robust to load drifting between
-    # rounds, since each round runs every implementation back to back)
-    print("| implementation | CPU s per step: median (quartiles) | ratio | per-round ratios (median) | peak RSS | ratio |")
+    print("| implementation | CPU s/step: median (quartiles) | ratio | per-round ratios (median) | peak RSS | ratio |")
     print("| --- | --- | --- | --- | --- | --- |")
     for name in variants:
         q1, median, q3 = statistics.quantiles(steps[name], n=4)

@@ -17,13 +17,16 @@ import torch
 
 
 class ContiguousGradients:
+    @staticmethod
+    def fits(params: Sequence[torch.nn.Parameter]) -> bool:
+        """One buffer holds them: the parameters share one device and dtype."""
+        return len({(p.device, p.dtype) for p in params}) == 1
+
     def __init__(self, params: Sequence[torch.nn.Parameter]) -> None:
-        kinds = {(p.device, p.dtype) for p in params}
-        if len(kinds) != 1:
-            found = sorted(f"{device} {dtype}" for device, dtype in kinds)
+        if not self.fits(params):
+            found = sorted({f"{p.device} {p.dtype}" for p in params})
             raise ValueError(f"contiguous gradients need one device and dtype; the parameters have {found}")
-        device, dtype = kinds.pop()
-        self.buffer = torch.zeros(sum(p.numel() for p in params), device=device, dtype=dtype)
+        self.buffer = torch.zeros(sum(p.numel() for p in params), device=params[0].device, dtype=params[0].dtype)
         self.params, self.views, offset = list(params), [], 0
         for p in self.params:
             if p.grad is not None:

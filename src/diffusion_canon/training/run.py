@@ -170,7 +170,7 @@ class TrainingRun:
         # one gradient buffer (one clipping and one zeroing kernel per step), unless a sharding backend owns the
         # gradients or the parameters are spread over devices
         if (accelerator.distributed_type not in (DistributedType.FSDP, DistributedType.DEEPSPEED)
-                and len({(p.device, p.dtype) for p in self.params}) == 1):
+                and ContiguousGradients.fits(self.params)):
             self.gradients = ContiguousGradients(self.params)
         # the prepared scheduler steps once per process per update, hence the factors (as in the diffusers examples)
         self.lr_scheduler = accelerator.prepare(get_scheduler(
