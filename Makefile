@@ -5,6 +5,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 # GPU users: create .venv with your own torch build first; it is kept (we only install torch when none imports).
 TORCH_SPEC ?= torch==2.13.0
+# The exact versions `make test` and CI install (all but torch, which is installed first, above); `make lock` refreshes it.
+LOCK   := constraints.txt
 
 # Two torch threads spinning on a busy 2-core box can be 100x slower: passive waits and a bounded thread count.
 export OMP_WAIT_POLICY ?= PASSIVE
@@ -16,15 +18,36 @@ export PYTHONUNBUFFERED ?= 1
 
 PYTEST := $(BIN)/python -m pytest -q -p no:cacheprovider
 
-.PHONY: setup demo test test-slow bench models clean
+.PHONY: setup demo test test-slow test-latest lock bench models clean
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install "$(TORCH_SPEC)"
-	$(BIN)/pip install -q -e ".[test]"
+	@$(BIN)/pip install -q -c $(LOCK) -e ".[test]" || { echo >&2; echo "error: the locked versions in $(LOCK) could \
+	not be installed (a release withdrawn, or no longer matching pyproject.toml). Refresh the lock with 'make lock' \
+	(see README, Dependencies), or run 'make test-latest' to test without it." >&2; exit 1; }
 	@touch $(STAMP)
+
+# Resolve pyproject.toml's ranges afresh against the registries in a scratch venv and write the result to $(LOCK).
+lock:
+	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/pip install -q "$(TORCH_SPEC)"
+	.venv-lock/bin/pip install -q ".[test]"
+	{ echo "# Written by 'make lock' on $$(date -u +%F) from pyproject.toml (dependencies + the test extra), torch excluded."; \
+	  .venv-lock/bin/pip freeze --exclude diffusion-canon --exclude torch; } > $(LOCK).tmp && mv $(LOCK).tmp $(LOCK)
+	rm -rf .venv-lock
+
+# The suite on the newest releases pyproject.toml admits, without the lock: drift shows here before it reaches CI.
+LATEST := .venv-latest
+
+test-latest:
+	@test -x $(LATEST)/bin/python || $(PYTHON) -m venv $(LATEST)
+	@$(LATEST)/bin/python -c "import torch" 2>/dev/null || $(LATEST)/bin/pip install "$(TORCH_SPEC)"
+	$(LATEST)/bin/pip install -q --upgrade --upgrade-strategy eager -e ".[test]"
+	$(LATEST)/bin/pip list --format=freeze | grep -iE "^(diffusers|transformers|accelerate|peft|datasets|huggingface.hub|safetensors|tokenizers|numpy)=="
+	$(LATEST)/bin/python -m pytest -q -p no:cacheprovider -m "not slow" --durations=15
 
 demo: $(STAMP)
 	$(BIN)/diffusion-canon demo --output outputs/demo
@@ -51,4 +74,4 @@ models: $(STAMP)
 	  PYTHON=$(BIN)/python bash $$r $(MODELS_DIR)/$$n || exit 1; done
 
 clean:
-	rm -rf $(VENV) outputs build src/*.egg-info
+	rm -rf $(VENV) $(LATEST) .venv-lock outputs build src/*.egg-info

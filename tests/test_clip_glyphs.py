@@ -126,7 +126,7 @@ def test_train_clip_command_saves_a_standard_clip_folder(tmp_path):
 
     from transformers import AutoImageProcessor, CLIPTokenizer
 
-    from diffusion_canon.unclip.clip_training import add_parser
+    from diffusion_canon.commands.train_clip import add_parser
 
     parser = argparse.ArgumentParser()
     add_parser(parser.add_subparsers())

@@ -13,12 +13,14 @@ import pytest
 import torch
 from accelerate import init_empty_weights
 from diffusers import DiffusionPipeline
+from parity import assert_parity
 from test_adm_models import FIXTURES, reference_cases, reference_tensors, regenerate
+from test_pipeline_adm import SAMPLING_ULPS
 
 from diffusion_canon.convert import PRESETS, convert_adm_checkpoint, load_checkpoint
 from diffusion_canon.convert.adm_flags import classifier_config, model_flags, parse_flags, unet_config
 from diffusion_canon.convert.adm_state_dict import classifier_rules, convert_state_dict, reference_layout, unet_rules
-from diffusion_canon.convert.cli import add_parser
+from diffusion_canon.commands.convert import add_parser
 from diffusion_canon.models import ADMClassifierModel, ADMUNet2DModel
 from diffusion_canon.pipelines import ADMPipeline
 
@@ -100,7 +102,7 @@ def test_guided_cli_writes_a_folder_that_samples_like_the_reference(tmp_path):
         generator=torch.Generator().manual_seed(case["noise_seed"]), output_type="pt",
     ).images  # fmt: skip
     expected = (reference_tensors()["sample_ddpm_guided.sample"] + 1) / 2
-    assert (images[..., ::2, ::2] - expected).abs().max() <= 1e-4
+    assert_parity(images[..., ::2, ::2], expected, SAMPLING_ULPS, "images")
 
     direct = ADMPipeline.from_pretrained(output)
     for ours, theirs in zip(direct.classifier.state_dict().values(), pipe.classifier.state_dict().values()):
@@ -122,7 +124,7 @@ def test_improved_cli_uses_its_defaults(tmp_path):
         batch_size=2, timestep_respacing=case["timestep_respacing"],
         generator=torch.Generator().manual_seed(case["noise_seed"]), output_type="pt",
     ).images  # fmt: skip
-    assert (images - (reference_tensors()["sample_improved_rescaled.sample"] + 1) / 2).abs().max() <= 1e-4
+    assert_parity(images, (reference_tensors()["sample_improved_rescaled.sample"] + 1) / 2, SAMPLING_ULPS, "images")
 
 
 def test_super_resolution_is_detected_from_the_checkpoint(tmp_path):

@@ -5,6 +5,7 @@ import numpy as np
 from PIL import Image
 
 from diffusion_canon import demo
+from diffusion_canon.commands import demo as demo_command
 from diffusion_canon.demo import DemoSection, image_grid, run_demo
 
 
@@ -45,7 +46,7 @@ def test_sections_extend_and_failures_are_visible(tmp_path):
 
 def test_command_line(tmp_path, capsys):
     parser = argparse.ArgumentParser()
-    demo.add_parser(parser.add_subparsers())
+    demo_command.add_parser(parser.add_subparsers())
     args = parser.parse_args(["demo", "--output", str(tmp_path / "out"), "--sections", "test_demo:tiny_section"])
     assert args.func(args) == 0
     assert str((tmp_path / "out" / "index.html").resolve()) in capsys.readouterr().out

@@ -9,12 +9,13 @@ import torch
 from diffusers import StableDiffusionPipeline
 from safetensors.torch import load_file
 
+from diffusion_canon.commands import make_base as make_base_command
 from diffusion_canon.finetune import make_base
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
-    make_base.add_parser(parser.add_subparsers())
+    make_base_command.add_parser(parser.add_subparsers())
     return parser.parse_args(["make-base", *argv])
 
 

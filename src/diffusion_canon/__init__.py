@@ -9,7 +9,11 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from .dependencies import check_dependencies
+
 __version__ = "0.1.0"
+
+check_dependencies()  # a dependency outside its supported range: one clear message now, not a deep traceback later
 
 # public name -> module that defines it (relative to this package)
 _EXPORTS: dict[str, str] = {

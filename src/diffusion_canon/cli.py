@@ -1,9 +1,9 @@
 """The `diffusion-canon` command line.
 
-Each subcommand lives in the module that owns the feature and exposes ``add_parser(subparsers)``, which registers an
-argparse sub-parser whose ``func`` default takes the parsed namespace. Add a feature to ``SUBCOMMANDS``. Only the
-chosen command's module is imported (torch, diffusers and transformers take seconds to import), so ``--help`` is fast
-and quiet.
+Each subcommand is a module of :mod:`diffusion_canon.commands` exposing ``add_parser(subparsers)``, which registers an
+argparse sub-parser whose ``func`` default takes the parsed namespace and imports the feature it runs. Add a command
+to ``SUBCOMMANDS``. Only the chosen command's module is imported and it imports no torch, diffusers or transformers
+(seconds to import), so every ``--help`` is fast and quiet.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from collections.abc import Sequence
 
 # command -> (module relative to this package providing `add_parser(subparsers)`, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "convert": (".convert.cli", "convert a published checkpoint into a diffusers pipeline folder"),
-    "demo": (".demo", "build the demo gallery (index.html and PNGs)"),
-    "make-base": (".finetune.make_base", "train the tiny SD-format glyph base (pipelines/tiny-sd-glyphs)"),
-    "train-clip": (".unclip.clip_training", "train the tiny glyph CLIP contrastively and report text->image retrieval"),
+    "convert": (".commands.convert", "convert a published checkpoint into a diffusers pipeline folder"),
+    "demo": (".commands.demo", "build the demo gallery (index.html and PNGs)"),
+    "make-base": (".commands.make_base", "train the tiny SD-format glyph base (pipelines/tiny-sd-glyphs)"),
+    "train-clip": (".commands.train_clip", "train the tiny glyph CLIP contrastively and report text->image retrieval"),
 }
 
 

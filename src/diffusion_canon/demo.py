@@ -8,7 +8,6 @@ status, never a silently missing section.
 
 from __future__ import annotations
 
-import argparse
 import html
 import importlib
 import time
@@ -20,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-__all__ = ["SECTIONS", "DemoSection", "add_parser", "image_grid", "run_demo"]
+__all__ = ["SECTIONS", "DemoSection", "image_grid", "run_demo"]
 
 SECTIONS: list[str] = [
     "diffusion_canon.demo:glyph_world_section",
@@ -184,18 +183,3 @@ table {{ border-collapse: collapse; }} td, th {{ border: 1px solid #ccc; padding
 {body}
 </body></html>
 """
-
-
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("demo", description="Build the demo gallery (index.html and PNGs).")
-    parser.add_argument("--output", default="outputs/demo", help="folder for index.html and the PNGs")
-    parser.add_argument("--sections", nargs="+", metavar="MODULE:FUNCTION", help="only these section providers")
-    parser.set_defaults(func=_main)
-
-
-def _main(args: argparse.Namespace) -> int:
-    index, failed = run_demo(args.output, args.sections)
-    print(f"demo written to {index.resolve()}")
-    if failed:
-        print(f"{len(failed)} section(s) failed: {', '.join(failed)}")
-    return 1 if failed else 0

@@ -9,7 +9,7 @@ import os
 import torch
 from diffusers import StableDiffusionPipeline
 from diffusers.utils import convert_state_dict_to_diffusers, convert_state_dict_to_kohya
-from peft import LoraConfig
+from peft import LoraConfig, inject_adapter_in_model
 from peft.utils import get_peft_model_state_dict
 from safetensors.torch import save_file
 
@@ -19,12 +19,16 @@ KOHYA_WEIGHT_NAME = "lora_kohya.safetensors"
 
 
 def add_lora(model: torch.nn.Module, rank: int, alpha: float | None, targets: tuple[str, ...]) -> None:
-    """Freeze ``model`` and add a LoRA adapter: A ~ N(0, 1/r) ("gaussian"), B = 0, so training starts at W."""
+    """Freeze ``model`` and add a LoRA adapter: A ~ N(0, 1/r) ("gaussian"), B = 0, so training starts at W.
+
+    Goes through peft itself (``inject_adapter_in_model``, which also sets ``model.peft_config``) rather than the
+    ``add_adapter`` wrappers of diffusers and transformers: those gate on peft versions of their own (transformers 5.24
+    demands a peft newer than any released), while peft's API is the one both wrap."""
     if rank < 1:
         raise ValueError(f"--rank must be >= 1, got {rank}")
     model.requires_grad_(False)
     config = LoraConfig(r=rank, lora_alpha=alpha or rank, init_lora_weights="gaussian", target_modules=list(targets))
-    model.add_adapter(config)
+    inject_adapter_in_model(config, model)
 
 
 def save_lora(output_dir: str, unet: torch.nn.Module, text_encoder: torch.nn.Module | None = None,

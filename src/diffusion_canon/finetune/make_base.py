@@ -35,24 +35,6 @@ logger = logging.getLogger(__name__)
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
 
-def add_parser(subparsers) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser("make-base", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--output_dir", default="pipelines/tiny-sd-glyphs")
-    parser.add_argument("--resolution", type=int, default=32)
-    parser.add_argument("--num_images", type=int, default=5000, help="Training images from the glyph world.")
-    parser.add_argument("--vae_steps", type=int, default=1200)
-    parser.add_argument("--unet_steps", type=int, default=3000)
-    parser.add_argument("--batch_size", type=int, default=64)
-    parser.add_argument("--learning_rate", type=float, default=1e-3)
-    parser.add_argument("--kl_weight", type=float, default=1e-4)
-    parser.add_argument("--caption_dropout", type=float, default=0.1)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--dtype", default="fp16", choices=sorted(DTYPES), help="Dtype of the saved weights.")
-    parser.add_argument("--num_inference_steps", type=int, default=25, help="Steps of the model card's samples.")
-    parser.set_defaults(func=run)
-    return parser
-
-
 def tiny_vae(resolution: int) -> AutoencoderKL:
     return AutoencoderKL(
         in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(32, 64, 64), layers_per_block=1,

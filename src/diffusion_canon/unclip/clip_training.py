@@ -4,7 +4,7 @@ CLIP's objective (Radford et al. 2021, Fig. 3): for a batch of B (image, caption
 over the B x B matrix of scaled cosine similarities ``logit_scale * <z_t / |z_t|, z_i / |z_i|>`` with the matching
 pairs on the diagonal — ``CLIPModel(..., return_loss=True)`` computes exactly this.
 
-Command line: ``diffusion-canon train-clip --output_dir DIR`` (see :func:`add_parser`) trains on the glyph world and
+Command line: ``diffusion-canon train-clip --output_dir DIR`` (:func:`run`) trains on the glyph world and
 saves a folder that ``CLIPModel``, ``CLIPTokenizer`` and ``CLIPImageProcessor`` ``.from_pretrained(DIR)`` all load.
 """
 
@@ -106,28 +106,7 @@ def text_to_image_retrieval(
     return {"top1": top1, "chance": chance, "n": n}
 
 
-def add_parser(subparsers: Any) -> None:
-    """Register ``diffusion-canon train-clip``."""
-    parser = subparsers.add_parser(
-        "train-clip",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--output_dir", required=True, help="folder for the CLIP model, tokenizer and processor")
-    parser.add_argument("--resolution", type=int, default=32)
-    parser.add_argument("--num_images", type=int, default=4096, help="training images from load_glyphs(split='train')")
-    parser.add_argument("--num_eval_images", type=int, default=100, help="held-out retrieval batch size N")
-    parser.add_argument("--num_steps", type=int, default=600)
-    parser.add_argument("--batch_size", type=int, default=128)
-    parser.add_argument("--learning_rate", type=float, default=2e-3)
-    parser.add_argument("--projection_dim", type=int, default=32)
-    parser.add_argument("--hidden_size", type=int, default=64, help="width of both towers")
-    parser.add_argument("--num_layers", type=int, default=2, help="depth of both towers")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.set_defaults(func=_main)
-
-
-def _main(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     from ..data.glyphs import load_glyphs
     from ..data.tokenizer import build_glyph_tokenizer
     from ..training import write_model_card

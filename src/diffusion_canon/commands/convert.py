@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from .adm_presets import PRESETS
+from ..convert.adm_presets import PRESETS
 
 
 def _convert(args: argparse.Namespace) -> int:
-    from .adm import convert_adm_checkpoint
+    from ..convert.adm import convert_adm_checkpoint
 
     folder = convert_adm_checkpoint(
         args.checkpoint,

@@ -1,0 +1,31 @@
+"""``diffusion-canon make-base``: its arguments; the work is :func:`diffusion_canon.finetune.make_base.run`."""
+
+from __future__ import annotations
+
+import argparse
+
+DESCRIPTION = "Train the tiny Stable-Diffusion-format glyph model the fine-tuning demos start from."
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser("make-base", description=DESCRIPTION)
+    parser.add_argument("--output_dir", default="pipelines/tiny-sd-glyphs")
+    parser.add_argument("--resolution", type=int, default=32)
+    parser.add_argument("--num_images", type=int, default=5000, help="Training images from the glyph world.")
+    parser.add_argument("--vae_steps", type=int, default=1200)
+    parser.add_argument("--unet_steps", type=int, default=3000)
+    parser.add_argument("--batch_size", type=int, default=64)
+    parser.add_argument("--learning_rate", type=float, default=1e-3)
+    parser.add_argument("--kl_weight", type=float, default=1e-4)
+    parser.add_argument("--caption_dropout", type=float, default=0.1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--dtype", default="fp16", choices=("bf16", "fp16", "fp32"), help="Dtype of the saved weights.")
+    parser.add_argument("--num_inference_steps", type=int, default=25, help="Steps of the model card's samples.")
+    parser.set_defaults(func=_run)
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    from ..finetune.make_base import run
+
+    return run(args)
