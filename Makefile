@@ -36,7 +36,7 @@ lock:
 	.venv-lock/bin/pip install -q "$(TORCH_SPEC)"
 	.venv-lock/bin/pip install -q ".[test]"
 	{ echo "# Written by 'make lock' on $$(date -u +%F) from pyproject.toml (dependencies + the test extra), torch excluded."; \
-	  .venv-lock/bin/pip freeze --exclude diffusion-canon --exclude torch; } > $(LOCK).tmp && mv $(LOCK).tmp $(LOCK)
+	  .venv-lock/bin/pip freeze --all --exclude pip --exclude diffusion-canon --exclude torch; } > $(LOCK).tmp && mv $(LOCK).tmp $(LOCK)
 	rm -rf .venv-lock
 
 # The suite on the newest releases pyproject.toml admits, without the lock: drift shows here before it reaches CI.

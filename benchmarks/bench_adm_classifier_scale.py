@@ -18,13 +18,13 @@ import time
 from pathlib import Path
 
 from diffusion_canon.pipelines.demo_adm import (
-    DEFAULT_PIPELINE, load_default_pipeline, real_labels, reference_images, sample_per_class, sample_quality,
+    PIPELINE_NAME, load_default_pipeline, real_labels, reference_images, sample_per_class, sample_quality,
 )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pipeline", default=str(DEFAULT_PIPELINE))
+    parser.add_argument("--pipeline", default=str(Path(__file__).resolve().parents[1] / "pipelines" / PIPELINE_NAME))
     parser.add_argument("--scales", default="0,1,2,4,8")
     parser.add_argument("--per_class", type=int, default=10)
     parser.add_argument("--steps", type=int, default=25, help="Respaced ancestral sampling steps.")

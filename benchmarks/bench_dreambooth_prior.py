@@ -24,6 +24,7 @@ from pathlib import Path
 
 from diffusion_canon.evaluation import cfid
 from diffusion_canon.finetune.showcase import (
+    BASE_NAME,
     CLASS_PROMPT, INSTANCE_PROMPT, dreambooth, load_pipeline, sample, subject_fidelity, subject_renders,
 )
 
@@ -46,14 +47,15 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     work = Path(args.work)
-    base = load_pipeline()
+    base_folder = Path(__file__).resolve().parents[1] / "pipelines" / BASE_NAME
+    base = load_pipeline(base_folder)
     subject, reference = subject_renders(args.num_images), sample(base, CLASS_PROMPT, args.num_images, seed=100)
     rows = [{"name": "base model (before fine-tuning)", "seed": None,
              **measure(base, subject, reference, args.num_images)}]
     for seed in args.seeds:
         for prior in (False, True):
             start = time.time()
-            folder = dreambooth(work / f"seed-{seed}", prior, seed=seed, extra=shlex.split(args.dreambooth_args))
+            folder = dreambooth(work / f"seed-{seed}", prior, base_folder, seed=seed, extra=shlex.split(args.dreambooth_args))
             seconds = time.time() - start
             name = "DreamBooth + prior preservation" if prior else "DreamBooth, no prior loss"
             rows.append({"name": name, "seed": seed, "train_seconds": seconds,

@@ -94,7 +94,8 @@ def make_fixture(folder: Path) -> dict[str, str]:
     from diffusion_canon.finetune.base import SDComponents, build_word_tokenizer, save_sd_base
     from diffusion_canon.finetune.base import tiny_sd_components
     from diffusion_canon.finetune.make_base import tiny_text_encoder, tiny_unet, tiny_vae
-    from diffusion_canon.finetune.testing import write_images
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the tests' image-folder helper
+    from finetune_helpers import write_images
 
     tokenizer = build_word_tokenizer(str(folder / "vocab"), ["a", "sks", "font", "letter"], model_max_length=32)
     scheduler = tiny_sd_components(tokenizer).noise_scheduler

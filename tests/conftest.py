@@ -15,7 +15,7 @@ torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
 import pytest  # noqa: E402
 
 # in-process training runs share accelerate's process-wide state: every test starts from a fresh one (autouse)
-from diffusion_canon.training.testing import fresh_accelerate_state  # noqa: E402, F401
+from script_helpers import fresh_accelerate_state  # noqa: E402, F401
 
 
 @pytest.fixture(scope="module")

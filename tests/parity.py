@@ -8,7 +8,7 @@ tensor (a norm-wise bound, which also covers elements near zero that come out of
 
 Each family's ``ulps`` is twice the largest spread measured between torch's CPU kernel paths
 (``ATEN_CPU_CAPABILITY=default|avx2|avx512``) and thread counts (1, 2) on the recorded inputs, by
-``python tests/measure_parity_spread.py``; the figures are in tests/fixtures/README.md. On the CPU kernel path the
+``python tests/measure_parity_spread.py``; the figures are in README.md (Results). On the CPU kernel path the
 fixtures were recorded with, most families are bit-identical.
 
 With ``PARITY_SPREAD_LOG=FILE`` set, every comparison appends its observed spread (in these ulps) to FILE: that is how

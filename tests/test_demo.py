@@ -9,12 +9,12 @@ from diffusion_canon.commands import demo as demo_command
 from diffusion_canon.demo import DemoSection, image_grid, run_demo
 
 
-def tiny_section(output):
+def tiny_section(output, pipelines):
     Image.new("RGB", (4, 4), (255, 0, 0)).save(output / "tiny.png")
     return DemoSection("Tiny <pipeline>", "added by appending one provider", [("tiny.png", "red")], [["a"], ["1"]])
 
 
-def broken_section(output):
+def broken_section(output, pipelines):
     raise RuntimeError("this provider is broken")
 
 

@@ -19,8 +19,8 @@ from safetensors import safe_open
 
 from diffusion_canon.finetune.common import generate_class_images
 from diffusion_canon.finetune.loss import dreambooth_loss
-from diffusion_canon.finetune.testing import base, common_args, write_images  # noqa: F401 (fixture)
-from diffusion_canon.training.testing import (  # noqa: F401 (fixture)
+from finetune_helpers import base, common_args, write_images  # noqa: F401 (fixture)
+from script_helpers import (  # noqa: F401 (fixture)
     fresh_accelerate_state,
     load_script,
     reset_accelerate_state,

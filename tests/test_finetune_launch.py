@@ -12,7 +12,7 @@ import torch
 from diffusers import StableDiffusionPipeline, UNet2DConditionModel
 
 from diffusion_canon.finetune.base import save_tiny_sd_base
-from diffusion_canon.finetune.testing import write_images
+from finetune_helpers import write_images
 
 ROOT = Path(__file__).resolve().parents[1]
 ACCELERATE = [sys.executable, "-m", "accelerate.commands.launch", "--num_machines", "1", "--mixed_precision", "no",

@@ -11,9 +11,11 @@ from safetensors.torch import load_file
 
 from diffusion_canon.data.glyphs import load_glyphs
 from diffusion_canon.finetune import showcase
-from diffusion_canon.training.testing import fresh_accelerate_state  # noqa: F401 (fixture)
+from script_helpers import PIPELINES, fresh_accelerate_state  # noqa: F401 (fixture)
 
-shipped = pytest.mark.skipif(not (showcase.BASE_PIPELINE / "model_index.json").is_file(),
+BASE = PIPELINES / showcase.BASE_NAME
+
+shipped = pytest.mark.skipif(not (BASE / "model_index.json").is_file(),
                              reason="pipelines/tiny-sd-glyphs not built (diffusion-canon make-base)")
 
 
@@ -40,12 +42,12 @@ def test_subject_fidelity_reads_the_font():
 
 @shipped
 def test_shipped_base_is_small_fp16_and_draws_letters():
-    files = [p for p in showcase.BASE_PIPELINE.rglob("*") if p.is_file()]
+    files = [p for p in BASE.rglob("*") if p.is_file()]
     assert sum(p.stat().st_size for p in files) < 16 * 2**20
     assert {"model_index.json", "README.md", "RECIPE.md"} <= {p.name for p in files}
-    stored = load_file(str(showcase.BASE_PIPELINE / "unet" / "diffusion_pytorch_model.safetensors"))
+    stored = load_file(str(BASE / "unet" / "diffusion_pytorch_model.safetensors"))
     assert {t.dtype for t in stored.values()} == {torch.float16}
-    pipe = showcase.load_pipeline()
+    pipe = showcase.load_pipeline(BASE)
     assert isinstance(pipe, StableDiffusionPipeline)
     images = showcase.sample(pipe, showcase.CLASS_PROMPT, 16)
     assert showcase.subject_fidelity(images)["character"] >= 0.5  # chance: 1/36
@@ -56,6 +58,6 @@ def test_shipped_base_is_small_fp16_and_draws_letters():
 @pytest.mark.slow
 @shipped
 def test_demo_section_writes_its_images(tmp_path):
-    section = showcase.fine_tuning_section(tmp_path)
+    section = showcase.fine_tuning_section(tmp_path, PIPELINES)
     assert all((tmp_path / name).is_file() for name, _ in section.images)
     assert [name for name, _ in section.images] == ["dreambooth.png", "textual_inversion.png", "lora.png"]

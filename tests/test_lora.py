@@ -10,8 +10,8 @@ import torch
 from diffusers import StableDiffusionPipeline
 from safetensors import safe_open
 
-from diffusion_canon.finetune.testing import base, common_args, write_images  # noqa: F401 (fixture)
-from diffusion_canon.training.testing import fresh_accelerate_state, load_script  # noqa: F401 (fixture)
+from finetune_helpers import base, common_args, write_images  # noqa: F401 (fixture)
+from script_helpers import fresh_accelerate_state, load_script  # noqa: F401 (fixture)
 
 lora = load_script("train_lora")
 

@@ -15,7 +15,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from diffusion_canon.pipelines import ADMPipeline
-from diffusion_canon.training.testing import load_script, reset_accelerate_state
+from script_helpers import load_script, reset_accelerate_state
 from diffusion_canon.training.timestep_samplers import LossSecondMomentResampler
 
 train_adm = load_script("train_adm")

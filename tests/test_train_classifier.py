@@ -16,7 +16,7 @@ from PIL import Image
 from diffusion_canon.models import ADMClassifierModel, ADMUNet2DModel
 from diffusion_canon.pipelines import ADMPipeline, save_pipeline_folder
 from diffusion_canon.schedulers import ImprovedDDPMScheduler
-from diffusion_canon.training.testing import load_script
+from script_helpers import load_script
 
 train_classifier = load_script("train_classifier")
 

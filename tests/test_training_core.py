@@ -20,7 +20,7 @@ from diffusion_canon.training import (
     write_model_card,
 )
 from diffusion_canon.training.gradients import ContiguousGradients
-from diffusion_canon.training.testing import fresh_accelerate_state, reset_accelerate_state  # noqa: F401 (fixture)
+from script_helpers import fresh_accelerate_state, reset_accelerate_state  # noqa: F401 (fixture)
 
 
 class NoisyLine(Dataset):

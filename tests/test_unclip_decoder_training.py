@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from diffusion_canon.pipelines.pipeline_unclip import UnCLIPPipeline
-from diffusion_canon.training.testing import load_script
+from script_helpers import load_script
 
 
 def argv(clip_folder, output_dir, *extra):

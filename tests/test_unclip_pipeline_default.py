@@ -7,8 +7,11 @@ import pytest
 import torch
 from diffusers import DiffusionPipeline
 
-from diffusion_canon.pipelines.demo_unclip import DEFAULT_PIPELINE, load_default_unclip, unclip_section
+from diffusion_canon.pipelines.demo_unclip import PIPELINE_NAME, load_default_unclip, unclip_section
 from diffusion_canon.pipelines.pipeline_unclip import UnCLIPPipeline
+from script_helpers import PIPELINES
+
+DEFAULT_PIPELINE = PIPELINES / PIPELINE_NAME
 
 pytestmark = pytest.mark.skipif(not (DEFAULT_PIPELINE / "model_index.json").is_file(),
                                 reason="pipelines/unclip-glyphs not built (see its RECIPE.md)")
@@ -26,7 +29,7 @@ def test_default_folder_is_complete_and_small():
 
 
 def test_default_generates_by_both_loading_routes():
-    pipe = load_default_unclip()
+    pipe = load_default_unclip(DEFAULT_PIPELINE)
     assert pipe.decoder.dtype == torch.float32
     generic = DiffusionPipeline.from_pretrained(DEFAULT_PIPELINE, trust_remote_code=True, dtype=torch.float32)
     assert isinstance(generic, UnCLIPPipeline)
@@ -43,5 +46,5 @@ def test_default_generates_by_both_loading_routes():
 
 @pytest.mark.slow  # 25 + 25 steps for 16 prompts' images and 18 variations: ~20 s on a busy CPU
 def test_demo_section(tmp_path):
-    section = unclip_section(tmp_path)
+    section = unclip_section(tmp_path, PIPELINES)
     assert all((tmp_path / name).is_file() for name, _ in section.images)

@@ -10,7 +10,7 @@ from transformers import CLIPModel
 from diffusion_canon.data.glyphs import load_glyphs
 from diffusion_canon.models.clip_glyphs import encode_images, glyph_clip_image_processor
 from diffusion_canon.pipelines.pipeline_unclip_prior import UnCLIPPriorPipeline
-from diffusion_canon.training.testing import load_script
+from script_helpers import load_script
 
 
 def argv(clip_folder, output_dir, *extra):

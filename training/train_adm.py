@@ -36,7 +36,6 @@ from diffusion_canon.training.adm_args import (
     add_adm_network_args, add_diffusion_args, diffusion_scheduler, network_kwargs,
 )
 from diffusion_canon.training.losses import LOSS_TYPES, training_losses
-from diffusion_canon.training.model_card import template_path
 from diffusion_canon.training.timestep_samplers import LossAwareSampler, create_named_schedule_sampler
 
 
@@ -64,7 +63,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
-    template_path("adm_training")  # a checkout without the template fails now, not after training
 
     # Data: images in [-1, 1] and contiguous class indices (bad columns fail before any model is built).
     dataset = load_labeled_images(args)

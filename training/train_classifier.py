@@ -37,7 +37,6 @@ from diffusion_canon.training import TrainingRun, parse_training_args, training_
 from diffusion_canon.training.adm_args import (
     add_adm_network_args, add_diffusion_args, diffusion_scheduler, network_kwargs,
 )
-from diffusion_canon.training.model_card import template_path
 from diffusion_canon.training.timestep_samplers import LossAwareSampler, create_named_schedule_sampler
 
 
@@ -64,7 +63,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
-    template_path("adm_classifier")
     base_path = args.pretrained_model_name_or_path
     base = ADMPipeline.from_pretrained(base_path) if base_path else None
     if base is not None:  # the guided model's diffusion and image size, not the flags'

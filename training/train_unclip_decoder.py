@@ -30,7 +30,7 @@ from diffusion_canon.data.glyphs import load_glyphs
 from diffusion_canon.finetune.data import ImageTransform
 from diffusion_canon.models.clip_glyphs import CLIPImageProcessor, encode_pairs
 from diffusion_canon.models.unclip_decoder import UnCLIPDecoderUNet2DModel
-from diffusion_canon.pipelines.hub import save_pipeline_folder
+from diffusion_canon.pipelines.hub import cast_for_storage, save_pipeline_folder
 from diffusion_canon.pipelines.pipeline_unclip import UnCLIPPipeline, decoder_sample_loop
 from diffusion_canon.pipelines.pipeline_unclip_prior import UnCLIPPriorPipeline
 from diffusion_canon.training import TrainingRun, image_grid, parse_training_args, training_parser, write_model_card
@@ -41,7 +41,6 @@ from diffusion_canon.training.adm_args import (
     network_kwargs,
 )
 from diffusion_canon.training.losses import LOSS_TYPES, training_losses
-from diffusion_canon.training.model_card import template_path
 from diffusion_canon.training.timestep_samplers import LossAwareSampler, create_named_schedule_sampler
 
 
@@ -101,7 +100,6 @@ def build_pipeline(decoder: UnCLIPDecoderUNet2DModel, scheduler, args: argparse.
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
-    template_path("unclip_decoder")  # a checkout without the template fails now, not after training
     run = TrainingRun(args, "unclip-decoder")
 
     # Data: glyph images in [-1, 1] and their frozen-CLIP conditions.
@@ -159,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         model = run.unwrap(decoder).eval()
         pipe = build_pipeline(model, scheduler, args)
         if args.save_fp16:
-            pipe.to(torch.float16)
+            cast_for_storage(pipe, torch.float16)
         save_pipeline_folder(pipe, args.output_dir)
         write_model_card(
             args.output_dir, "unclip_decoder", base_model=None, tags=["unclip", "text-to-image", "image-variation"],

@@ -52,7 +52,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not hasattr(args, "func"):
         parser.print_help()
         return 0
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except ValueError as error:  # bad input (a path, a flag's value): the message names it; no traceback
+        parser.exit(2, f"diffusion-canon {command}: error: {error}\n")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """`diffusion-canon demo`: a static gallery (index.html + PNGs) of what the project does.
 
 The gallery is a list of sections. Each entry of :data:`SECTIONS` names a provider, ``"module:function"``; the
-function takes the output folder, writes its PNGs there and returns a :class:`DemoSection`. A pipeline adds itself
+function takes the output folder and the folder of shipped pipelines (``pipelines/`` of the checkout, unless told
+otherwise), writes its PNGs there and returns a :class:`DemoSection`. A pipeline adds itself
 to the gallery by appending one entry. A provider that fails becomes an error box in the page and a non-zero exit
 status, never a silently missing section.
 """
@@ -45,17 +46,25 @@ class DemoSection:
     table: list[list[str]] | None = None
 
 
-def run_demo(output: str | Path = "outputs/demo", sections: Sequence[str] | None = None) -> tuple[Path, list[str]]:
-    """Build the gallery; returns the path of index.html and the providers that failed."""
+def run_demo(output: str | Path = "outputs/demo", sections: Sequence[str] | None = None,
+             pipelines: str | Path | None = None) -> tuple[Path, list[str]]:
+    """Build the gallery from the pipeline folders in ``pipelines`` (default: the checkout's ``pipelines/``);
+    returns the path of index.html and the providers that failed. Prints each section as it starts and ends."""
+    from .checkout import pipelines_folder
+
+    pipelines = pipelines_folder(pipelines)  # no checkout and no folder given: a clear error before any work
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
+    providers = SECTIONS if sections is None else sections
     blocks, failed = [], []
-    for provider in SECTIONS if sections is None else sections:
+    for number, provider in enumerate(providers, 1):
+        print(f"[{number}/{len(providers)}] {provider} ...", flush=True)
         start = time.perf_counter()
         try:
             module, function = provider.split(":")
-            section = getattr(importlib.import_module(module), function)(output)
+            section = getattr(importlib.import_module(module), function)(output, pipelines)
             blocks.append(_section_html(section, time.perf_counter() - start))
+            print(f"[{number}/{len(providers)}] {section.title}: {time.perf_counter() - start:.0f} s", flush=True)
         except Exception:
             failed.append(provider)
             error = traceback.format_exc()
@@ -82,7 +91,7 @@ def image_grid(images: Sequence[Image.Image | np.ndarray], columns: int, scale: 
 # ---- the glyph world ---------------------------------------------------------------------------------------------
 
 
-def glyph_world_section(output: Path) -> DemoSection:
+def glyph_world_section(output: Path, pipelines: Path) -> DemoSection:
     from .data import CHARACTERS, FONT_STYLES, HELD_OUT_FONTS, HELD_OUT_STYLES, GlyphSpec, load_glyphs, render_glyph
 
     rows = [(font, style) for font, styles in FONT_STYLES.items() for style in styles]
@@ -118,7 +127,7 @@ def glyph_world_section(output: Path) -> DemoSection:
     )
 
 
-def glyph_classifier_section(output: Path) -> DemoSection:
+def glyph_classifier_section(output: Path, pipelines: Path) -> DemoSection:
     from PIL import ImageFilter
 
     from .data import load_glyphs

@@ -9,13 +9,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("demo", description="Build the demo gallery (index.html and PNGs).")
     parser.add_argument("--output", default="outputs/demo", help="folder for index.html and the PNGs")
     parser.add_argument("--sections", nargs="+", metavar="MODULE:FUNCTION", help="only these section providers")
+    parser.add_argument("--pipelines", help="the folder of shipped pipeline folders (default: the checkout's "
+                        "pipelines/, when run from inside the checkout)")
     parser.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
     from ..demo import run_demo
 
-    index, failed = run_demo(args.output, args.sections)
+    index, failed = run_demo(args.output, args.sections, args.pipelines)
     print(f"demo written to {index.resolve()}")
     if failed:
         print(f"{len(failed)} section(s) failed: {', '.join(failed)}")

@@ -21,11 +21,11 @@ from ..models.adm_unet import ADMUNet2DModel
 from ..pipelines.hub import save_pipeline_folder
 from ..pipelines.pipeline_adm import ADMPipeline
 from ..schedulers import ImprovedDDPMScheduler
+from ..training.model_card import template_text
 from .adm_flags import classifier_config, model_flags, scheduler_config, unet_config
 from .adm_presets import Preset, get_preset
 from .adm_state_dict import classifier_rules, convert_state_dict, unet_rules
 
-TEMPLATE = Path(__file__).resolve().parents[3] / "model_cards" / "adm.md"
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -186,7 +186,7 @@ def model_card(
             tags=["diffusion-canon", "adm", "image-generation", repo],
             pipeline_tag="unconditional-image-generation",
         ),
-        template_path=str(TEMPLATE),
+        template_str=template_text("adm"),
         title=f"ADM: {spec.description}" if spec else f"ADM checkpoint {checkpoint_name}",
         description=spec.description if spec else "A diffusion model",
         repo=repo,

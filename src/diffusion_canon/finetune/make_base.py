@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel
 
+from ..pipelines.hub import cast_for_storage
 from ..training.model_card import write_model_card
 
 logger = logging.getLogger(__name__)
@@ -154,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
         safety_checker=None, feature_extractor=None,
         requires_safety_checker=False,
     )
-    pipeline.to(dtype=DTYPES[args.dtype]).save_pretrained(args.output_dir, safe_serialization=True)
+    cast_for_storage(pipeline, DTYPES[args.dtype]).save_pretrained(args.output_dir, safe_serialization=True)
     minutes = (time.time() - start) / 60
     write_recipe(args, minutes)
     samples = sample_grid(args.output_dir, args.resolution, args.num_inference_steps)

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-BASE_PIPELINE = Path(__file__).resolve().parents[3] / "pipelines" / "tiny-sd-glyphs"
+BASE_NAME = "tiny-sd-glyphs"  # the base's folder in the shipped pipelines/
 SUBJECT_FONT = "cm-typewriter"
 INSTANCE_PROMPT = "a sks font letter A"
 CLASS_PROMPT = "a letter A"
@@ -73,15 +73,16 @@ def style_images(folder: Path, num_images: int = 40, seed: int = 0, captions: bo
 
 def run_script(name: str, argv: Sequence[str]) -> None:
     """``training/<name>.py``'s ``main(argv)`` in this process, leaving accelerate's global state as it found it."""
-    from ..training.testing import load_script, reset_accelerate_state
+    from ..checkout import training_script
+    from ..training.run import reset_accelerate_state
 
     try:
-        load_script(name).main(list(argv))
+        training_script(name).main(list(argv))
     finally:
         reset_accelerate_state()
 
 
-def dreambooth(work: Path, prior_preservation: bool, base: str | Path = BASE_PIPELINE, seed: int = 0,
+def dreambooth(work: Path, prior_preservation: bool, base: str | Path, seed: int = 0,
                extra: Sequence[str] = ()) -> Path:
     """DreamBooth of the held-out font on ``base`` (full UNet), with or without the prior preservation loss."""
     output = work / ("dreambooth-prior" if prior_preservation else "dreambooth-plain")
@@ -94,7 +95,7 @@ def dreambooth(work: Path, prior_preservation: bool, base: str | Path = BASE_PIP
     return output
 
 
-def textual_inversion(work: Path, base: str | Path = BASE_PIPELINE, seed: int = 0) -> Path:
+def textual_inversion(work: Path, base: str | Path, seed: int = 0) -> Path:
     output = work / "textual-inversion"
     run_script("train_textual_inversion", [
         "--pretrained_model_name_or_path", str(base), "--output_dir", str(output),
@@ -104,7 +105,7 @@ def textual_inversion(work: Path, base: str | Path = BASE_PIPELINE, seed: int = 
     return output
 
 
-def lora(work: Path, base: str | Path = BASE_PIPELINE, seed: int = 0) -> Path:
+def lora(work: Path, base: str | Path, seed: int = 0) -> Path:
     output = work / "lora"
     run_script("train_lora", [
         "--pretrained_model_name_or_path", str(base), "--output_dir", str(output),
@@ -114,7 +115,7 @@ def lora(work: Path, base: str | Path = BASE_PIPELINE, seed: int = 0) -> Path:
     return output
 
 
-def load_pipeline(folder: str | Path = BASE_PIPELINE):
+def load_pipeline(folder: str | Path):
     """A ``StableDiffusionPipeline`` (stock diffusers), float32 on the CPU, progress bars off."""
     from diffusers import StableDiffusionPipeline
 
@@ -145,14 +146,15 @@ def subject_fidelity(images: Sequence[Image.Image]) -> dict[str, float]:
             "character": sum(c == "A" for c in predicted["character"]) / n}
 
 
-def fine_tuning_section(output: Path):
+def fine_tuning_section(output: Path, pipelines: Path):
     """Demo gallery: DreamBooth of the held-out font with and without prior preservation, textual inversion and a
     LoRA of the held-out style, each as before/after grids from the same seeds."""
     import tempfile
 
     from ..demo import DemoSection, image_grid
 
-    base = load_pipeline()
+    base_folder = pipelines / BASE_NAME
+    base = load_pipeline(base_folder)
 
     def per_character(pipe, template: str, characters: str = "ABGKQR47") -> list[Image.Image]:
         return [sample(pipe, template.format(c), 1, seed=i)[0] for i, c in enumerate(characters)]
@@ -163,10 +165,10 @@ def fine_tuning_section(output: Path):
         subject = [Image.open(path) for path in sorted(subject_images(work / "subject").glob("*.png"))]
         rows["db_base"] = sample(base, INSTANCE_PROMPT, 8) + sample(base, CLASS_PROMPT, 8)
         for prior in (False, True):
-            pipe = load_pipeline(dreambooth(work, prior))
+            pipe = load_pipeline(dreambooth(work, prior, base_folder))
             rows[f"db_{prior}"] = sample(pipe, INSTANCE_PROMPT, 8) + sample(pipe, CLASS_PROMPT, 8)
         style = [Image.open(path) for path in sorted(style_images(work / "style").glob("*.png"))[:8]]
-        ti_folder, lora_folder = textual_inversion(work), lora(work)
+        ti_folder, lora_folder = textual_inversion(work, base_folder), lora(work, base_folder)
         rows["ti_before"] = per_character(base, "a bold letter {}")
         rows["lora_before"] = per_character(base, "an outlined letter {}")
         base.load_textual_inversion(str(ti_folder))

@@ -13,13 +13,13 @@ import torch
 from .hub import load_pipeline_folder
 from .pipeline_adm import ADMPipeline
 
-DEFAULT_PIPELINE = Path(__file__).resolve().parents[3] / "pipelines" / "adm-glyphs-32"
+PIPELINE_NAME = "adm-glyphs-32"  # its folder in the shipped pipelines/
 # the data the default was trained on (its RECIPE.md); real images for cFID come from the same selection
 DEFAULT_SELECTION = {"characters": "0123456789", "colors": "black", "backgrounds": "white"}
 DEFAULT_DEMO_SCALE = 3.0  # classifier scale of the per-class grid (benchmarks/RESULTS.md, Q2)
 
 
-def load_default_pipeline(path: str | Path = DEFAULT_PIPELINE) -> ADMPipeline:
+def load_default_pipeline(path: str | Path) -> ADMPipeline:
     """The default glyph ADM (U-Net + noisy classifier), float32 on the CPU."""
     return load_pipeline_folder(ADMPipeline, path)
 
@@ -98,13 +98,13 @@ def real_labels(count: int, selection: dict | None = None) -> list[int]:
     return [i % len(characters) for i in range(count)]
 
 
-def adm_glyphs_section(output: Path, scales: Sequence[float] = (0.0, 1.0, 3.0, 10.0), steps: int = 25):
+def adm_glyphs_section(output: Path, pipelines: Path, scales: Sequence[float] = (0.0, 1.0, 3.0, 10.0), steps: int = 25):
     """Demo section: a grid per class (4 samples of each digit, default scale) and a classifier-scale sweep (the same
     noise at every scale) with the class accuracy of each row."""
     from ..demo import DemoSection, image_grid
     from ..evaluation import class_accuracy
 
-    pipe = load_default_pipeline()
+    pipe = load_default_pipeline(pipelines / PIPELINE_NAME)
     names = pipe.class_names
     images, labels = sample_per_class(pipe, 4, DEFAULT_DEMO_SCALE, steps, seed=0)
     by_class = [images[k * 4 + i] for i in range(4) for k in range(len(names))]

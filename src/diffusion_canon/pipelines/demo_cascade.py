@@ -11,19 +11,19 @@ from PIL import Image
 from .hub import load_pipeline_folder
 from .pipeline_cascade import CascadedPipeline
 
-DEFAULT_PIPELINE = Path(__file__).resolve().parents[3] / "pipelines" / "glyph-cascade-16-64"
+PIPELINE_NAME = "glyph-cascade-16-64"  # its folder in the shipped pipelines/
 
 
-def load_default_cascade(path: str | Path = DEFAULT_PIPELINE) -> CascadedPipeline:
+def load_default_cascade(path: str | Path) -> CascadedPipeline:
     """The default glyph cascade, float32 on the CPU."""
     return load_pipeline_folder(CascadedPipeline, path)
 
 
-def cascade_section(output: Path):
+def cascade_section(output: Path, pipelines: Path):
     from ..data.glyphs import load_glyphs
     from ..demo import DemoSection, image_grid
 
-    pipe = load_default_cascade()
+    pipe = load_default_cascade(pipelines / PIPELINE_NAME)
     low, high = pipe.sr_unet_1.config.low_res_sample_size, pipe.sr_unet_1.config.sample_size
     classes = pipe.base_unet.config.class_names
     pairs = load_glyphs(seed=3, split="test", num_images=10, resolutions=(low, high), characters=classes)

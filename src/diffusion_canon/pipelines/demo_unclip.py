@@ -11,7 +11,7 @@ from PIL import Image
 from .hub import load_pipeline_folder
 from .pipeline_unclip import UnCLIPPipeline
 
-DEFAULT_PIPELINE = Path(__file__).resolve().parents[3] / "pipelines" / "unclip-glyphs"
+PIPELINE_NAME = "unclip-glyphs"  # its folder in the shipped pipelines/
 PROMPTS = (
     "a red bold serif letter Q",
     "the digit 7 in blue monospace",
@@ -24,16 +24,16 @@ PROMPTS = (
 )
 
 
-def load_default_unclip(path: str | Path = DEFAULT_PIPELINE) -> UnCLIPPipeline:
+def load_default_unclip(path: str | Path) -> UnCLIPPipeline:
     """The default glyph unCLIP (CLIP + prior + decoder), float32 on the CPU."""
     return load_pipeline_folder(UnCLIPPipeline, path)
 
 
-def unclip_section(output: Path):
+def unclip_section(output: Path, pipelines: Path):
     from ..data.glyphs import load_glyphs
     from ..demo import DemoSection, image_grid
 
-    pipe = load_default_unclip()
+    pipe = load_default_unclip(pipelines / PIPELINE_NAME)
     side = pipe.decoder.config.sample_size
     images = pipe(list(PROMPTS), num_images_per_prompt=2, generator=torch.Generator().manual_seed(0)).images
     # prompt-major: two samples per prompt; show each prompt's pair as a column

@@ -117,3 +117,21 @@ def load_pipeline_folder(pipeline_cls: type[DiffusionPipeline], path: str | Path
     pipe = pipeline_cls.from_pretrained(path, dtype=torch.float32)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def cast_for_storage(pipeline: DiffusionPipeline, dtype: torch.dtype) -> DiffusionPipeline:
+    """Cast the pipeline's diffusers models to ``dtype`` for saving, keeping its transformers models in float32.
+
+    A plain ``from_pretrained`` upcasts diffusers models stored in half precision to float32, while transformers
+    (5.x) loads a model in the dtype it was stored in: a folder stored all in fp16 then loads mixed, and the first
+    call fails ("mat1 and mat2 must have the same dtype"). Stored this way it loads in one dtype, float32. Returns
+    ``pipeline``, cast in place."""
+    from diffusers import ModelMixin
+
+    for component in pipeline.components.values():
+        if isinstance(component, ModelMixin):
+            component.to(dtype=dtype)
+        elif isinstance(component, torch.nn.Module):
+            component.to(dtype=torch.float32)
+    return pipeline
+

@@ -1,26 +1,26 @@
-"""Model cards: ``README.md`` in the output folder, filled from a Jinja template in the repository's
-``model_cards/``."""
+"""Model cards: ``README.md`` in the output folder, filled from a Jinja template shipped as package data in
+``diffusion_canon/model_cards/`` (found with :mod:`importlib.resources`, so an installed wheel has them too)."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
+from importlib import resources
 from typing import Any
 
 from huggingface_hub import ModelCard, ModelCardData
 from PIL import Image
 
-TEMPLATES_DIR = Path(__file__).resolve().parents[3] / "model_cards"
+TEMPLATES = resources.files("diffusion_canon") / "model_cards"
 
 
-def template_path(name: str) -> Path:
-    """The template ``model_cards/<name>.md`` of this checkout."""
-    path = TEMPLATES_DIR / f"{name}.md"
-    if not path.is_file():
-        available = sorted(p.stem for p in TEMPLATES_DIR.glob("*.md")) if TEMPLATES_DIR.is_dir() else []
-        raise ValueError(f"model card template {name!r} not found in {TEMPLATES_DIR}; available: {available}")
-    return path
+def template_text(name: str) -> str:
+    """The text of the packaged template ``model_cards/<name>.md``."""
+    template = TEMPLATES / f"{name}.md"
+    if not template.is_file():
+        available = sorted(p.name.removesuffix(".md") for p in TEMPLATES.iterdir() if p.name.endswith(".md"))
+        raise ValueError(f"model card template {name!r} does not exist; available: {available}")
+    return template.read_text(encoding="utf-8")
 
 
 def write_model_card(
@@ -49,7 +49,7 @@ def write_model_card(
         tags=["diffusion-canon", *tags],
     )
     card = ModelCard.from_template(
-        card_data, template_path=str(template_path(template)), base_model=base_model, images=image_files,
+        card_data, template_str=template_text(template), base_model=base_model, images=image_files,
         repo_or_folder=repo_id or output_dir, **fields
     )
     card.save(os.path.join(output_dir, "README.md"))

@@ -36,6 +36,7 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState, GradientState
 from accelerate.data_loader import skip_first_batches
 from accelerate.utils import DistributedType, ProjectConfiguration, send_to_device, set_seed
 from diffusers.optimization import get_scheduler
@@ -48,6 +49,13 @@ from .gradients import ContiguousGradients
 from .validation import save_validation_images
 
 logger = logging.getLogger(__name__)
+
+
+def reset_accelerate_state() -> None:
+    """Forget accelerate's process-wide state, so that the next ``Accelerator`` of this process (another in-process
+    training run: the demo's, a test's) may use other settings."""
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
 
 
 def weight_dtype(accelerator: Accelerator) -> torch.dtype:
