@@ -82,3 +82,17 @@ def test_single_process_launch_lora_and_textual_inversion(setup):
            "<s1>", "--initializer_token", "bold")
     assert (root / "lora" / "pytorch_lora_weights.safetensors").is_file()
     assert (root / "ti" / "learned_embeds.safetensors").is_file()
+
+
+def test_a_multi_process_launch_that_came_up_single_warns(tmp_path):
+    """accelerate's `--cpu --num_processes 2` starts one process; the run says so instead of training alone quietly."""
+    from test_train_adm import TINY
+
+    command = [*ACCELERATE, "--cpu", "--num_processes", "2", str(ROOT / "training" / "train_adm.py"),
+               "--output_dir", str(tmp_path / "adm"), *TINY, "--max_train_steps", "1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    env.pop("WORLD_SIZE", None)
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "accelerate launch was asked for several processes, but this run is a single one" in result.stderr
+    assert "ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes N" in result.stderr

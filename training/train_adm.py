@@ -108,16 +108,17 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     images = run.final_validation()  # copies the EMA weights into the U-Net
     if run.is_main_process:
-        model = run.unwrap(unet).eval()
-        pipe = ADMPipeline(unet=model.half() if args.save_fp16 else model, scheduler=scheduler)
-        save_pipeline_folder(pipe, args.output_dir)
-        write_model_card(
-            args.output_dir, "adm_training", base_model=None, tags=["adm", "class-conditional", "image-generation"],
-            images=[image_grid(images, columns=min(len(images), 10))] if images else [],
-            repo_id=args.hub_model_id if args.push_to_hub else None, steps=run.global_step, args=args,
-            config=dict(model.config), parameters=sum(p.numel() for p in model.parameters()), class_names=names,
-            data=data_description(args, len(dataset)),
-        )
+        with run.final_output() as output_dir:  # beside --output_dir, swapped in whole at the end
+            model = run.unwrap(unet).eval()
+            pipe = ADMPipeline(unet=model.half() if args.save_fp16 else model, scheduler=scheduler)
+            save_pipeline_folder(pipe, output_dir)
+            write_model_card(
+                output_dir, "adm_training", base_model=None, tags=["adm", "class-conditional", "image-generation"],
+                images=[image_grid(images, columns=min(len(images), 10))] if images else [],
+                repo_id=args.hub_model_id if args.push_to_hub else None, folder=args.output_dir, steps=run.global_step, args=args,
+                config=dict(model.config), parameters=sum(p.numel() for p in model.parameters()), class_names=names,
+                data=data_description(args, len(dataset)),
+            )
     run.end()
 
 

@@ -103,25 +103,26 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     run.final_validation()  # copies the EMA weights into the classifier
     if run.is_main_process:
-        unet_card = base_card_body(args.pretrained_model_name_or_path)
-        model = run.unwrap(classifier).eval()
-        metrics = evaluate(model, scheduler, args) if not (args.train_data_dir or args.dataset_name) else {}
-        if base is not None:
-            base.register_modules(classifier=model)
-            save_pipeline_folder(base.to(torch.float16) if args.save_fp16 else base, args.output_dir)
-            for image in glob.glob(os.path.join(args.pretrained_model_name_or_path, "image_*.png")):
-                shutil.copy(image, args.output_dir)
-        else:
-            (model.half() if args.save_fp16 else model).save_pretrained(args.output_dir)
-        with open(os.path.join(args.output_dir, "classifier_eval.json"), "w") as f:
-            json.dump(metrics, f, indent=2)
-        write_model_card(
-            args.output_dir, "adm_classifier", base_model=args.pretrained_model_name_or_path,
-            tags=["adm", "noisy-classifier", "classifier-guidance"], steps=run.global_step, args=args,
-            repo_id=args.hub_model_id if args.push_to_hub else None, config=dict(model.config), class_names=names,
-            parameters=sum(p.numel() for p in model.parameters()), metrics=metrics, is_pipeline=base is not None,
-            scheduler_config=dict(scheduler.config), unet_card=unet_card,
-        )
+        with run.final_output() as output_dir:  # beside --output_dir, swapped in whole at the end
+            unet_card = base_card_body(args.pretrained_model_name_or_path)
+            model = run.unwrap(classifier).eval()
+            metrics = evaluate(model, scheduler, args) if not (args.train_data_dir or args.dataset_name) else {}
+            if base is not None:
+                base.register_modules(classifier=model)
+                save_pipeline_folder(base.to(torch.float16) if args.save_fp16 else base, output_dir)
+                for image in glob.glob(os.path.join(args.pretrained_model_name_or_path, "image_*.png")):
+                    shutil.copy(image, output_dir)
+            else:
+                (model.half() if args.save_fp16 else model).save_pretrained(output_dir)
+            with open(os.path.join(output_dir, "classifier_eval.json"), "w") as f:
+                json.dump(metrics, f, indent=2)
+            write_model_card(
+                output_dir, "adm_classifier", base_model=args.pretrained_model_name_or_path,
+                tags=["adm", "noisy-classifier", "classifier-guidance"], steps=run.global_step, args=args,
+                repo_id=args.hub_model_id if args.push_to_hub else None, folder=args.output_dir, config=dict(model.config), class_names=names,
+                parameters=sum(p.numel() for p in model.parameters()), metrics=metrics, is_pipeline=base is not None,
+                scheduler_config=dict(scheduler.config), unet_card=unet_card,
+            )
     run.end()
 
 

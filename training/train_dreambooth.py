@@ -149,21 +149,22 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     images = run.final_validation()
     if run.is_main_process:
-        unet, text_encoder = run.unwrap(unet), run.unwrap(text_encoder)
-        if args.use_lora:
-            save_lora(args.output_dir, unet, text_encoder if args.train_text_encoder else None, args.export_kohya)
-        else:
-            # frozen components reloaded from the base: fp32, not the run's fp16/bf16 copies
-            trained = {"unet": unet, **({"text_encoder": text_encoder} if args.train_text_encoder else {})}
-            base_pipeline(args, torch.float32, **trained).save_pretrained(args.output_dir, safe_serialization=True)
-        write_model_card(
-            args.output_dir, "dreambooth", base_model=args.pretrained_model_name_or_path,
-            tags=["dreambooth", "text-to-image", *(["lora"] if args.use_lora else [])], images=images,
-            repo_id=args.hub_model_id if args.push_to_hub else None, use_lora=args.use_lora,
-            instance_prompts=[c.instance_prompt for c in args.concepts], validation_prompt=args.validation_prompt,
-            prior_preservation=args.with_prior_preservation, train_text_encoder=args.train_text_encoder,
-            rank=args.rank, steps=run.global_step,
-        )
+        with run.final_output() as output_dir:  # beside --output_dir, swapped in whole at the end
+            unet, text_encoder = run.unwrap(unet), run.unwrap(text_encoder)
+            if args.use_lora:
+                save_lora(output_dir, unet, text_encoder if args.train_text_encoder else None, args.export_kohya)
+            else:
+                # frozen components reloaded from the base: fp32, not the run's fp16/bf16 copies
+                trained = {"unet": unet, **({"text_encoder": text_encoder} if args.train_text_encoder else {})}
+                base_pipeline(args, torch.float32, **trained).save_pretrained(output_dir, safe_serialization=True)
+            write_model_card(
+                output_dir, "dreambooth", base_model=args.pretrained_model_name_or_path,
+                tags=["dreambooth", "text-to-image", *(["lora"] if args.use_lora else [])], images=images,
+                repo_id=args.hub_model_id if args.push_to_hub else None, folder=args.output_dir, use_lora=args.use_lora,
+                instance_prompts=[c.instance_prompt for c in args.concepts], validation_prompt=args.validation_prompt,
+                prior_preservation=args.with_prior_preservation, train_text_encoder=args.train_text_encoder,
+                rank=args.rank, steps=run.global_step,
+            )
     run.end()
 
 

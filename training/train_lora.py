@@ -81,14 +81,15 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     images = run.final_validation()
     if run.is_main_process:
-        save_lora(args.output_dir, run.unwrap(unet), run.unwrap(text_encoder) if args.train_text_encoder else None,
-                  args.export_kohya)
-        write_model_card(
-            args.output_dir, "lora", base_model=args.pretrained_model_name_or_path, tags=["lora", "text-to-image"],
-            images=images, repo_id=args.hub_model_id if args.push_to_hub else None, rank=args.rank,
-            alpha=args.lora_alpha or args.rank, target_modules=list(UNET_TARGETS),
-            validation_prompt=args.validation_prompt, steps=run.global_step,
-        )
+        with run.final_output() as output_dir:  # beside --output_dir, swapped in whole at the end
+            save_lora(output_dir, run.unwrap(unet), run.unwrap(text_encoder) if args.train_text_encoder else None,
+                      args.export_kohya)
+            write_model_card(
+                output_dir, "lora", base_model=args.pretrained_model_name_or_path, tags=["lora", "text-to-image"],
+                images=images, repo_id=args.hub_model_id if args.push_to_hub else None, folder=args.output_dir, rank=args.rank,
+                alpha=args.lora_alpha or args.rank, target_modules=list(UNET_TARGETS),
+                validation_prompt=args.validation_prompt, steps=run.global_step,
+            )
     run.end()
 
 

@@ -170,14 +170,15 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     images = run.final_validation()  # copies the EMA weights into the model
     if run.is_main_process:
-        pipe = SuperResolutionPipeline(run.unwrap(model).eval(), scheduler)
-        save_pipeline_folder(pipe, args.output_dir)
-        write_model_card(
-            args.output_dir, "super_resolution", base_model=None, tags=["super-resolution", "cascaded-diffusion"],
-            images=images, repo_id=args.hub_model_id if args.push_to_hub else None, steps=run.global_step,
-            low_resolution=args.low_resolution, resolution=args.resolution, augmentation=args.augmentation,
-            data=args.train_data_dir or f"glyph world, {len(pairs)} aligned pairs", command=" ".join(sys.argv[1:] if argv is None else argv),
-        )
+        with run.final_output() as output_dir:  # beside --output_dir, swapped in whole at the end
+            pipe = SuperResolutionPipeline(run.unwrap(model).eval(), scheduler)
+            save_pipeline_folder(pipe, output_dir)
+            write_model_card(
+                output_dir, "super_resolution", base_model=None, tags=["super-resolution", "cascaded-diffusion"],
+                images=images, repo_id=args.hub_model_id if args.push_to_hub else None, folder=args.output_dir, steps=run.global_step,
+                low_resolution=args.low_resolution, resolution=args.resolution, augmentation=args.augmentation,
+                data=args.train_data_dir or f"glyph world, {len(pairs)} aligned pairs", command=" ".join(sys.argv[1:] if argv is None else argv),
+            )
     run.end()
 
 

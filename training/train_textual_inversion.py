@@ -90,24 +90,25 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     images = run.final_validation()
     if run.is_main_process:
-        learned = run.unwrap(rows).weight.detach().float().cpu()
-        save_learned_embeds(args.output_dir, args.placeholder_token, learned, args.export_a1111)
-        if args.save_as_full_pipeline:
-            text_encoder = CLIPTextModel.from_pretrained(args.pretrained_model_name_or_path, subfolder="text_encoder",
-                                                         revision=args.revision, variant=args.variant)
-            text_encoder.resize_token_embeddings(len(base.tokenizer))
-            with torch.no_grad():
-                text_encoder.get_input_embeddings().weight[token_ids] = learned
-            base_pipeline(args, torch.float32, text_encoder=text_encoder, tokenizer=base.tokenizer).save_pretrained(
-                args.output_dir, safe_serialization=True)
-        write_model_card(
-            args.output_dir, "textual_inversion", base_model=args.pretrained_model_name_or_path,
-            tags=["textual_inversion", "text-to-image"], images=images,
-            repo_id=args.hub_model_id if args.push_to_hub else None, placeholder_token=args.placeholder_token,
-            initializer_token=args.initializer_token, num_vectors=args.num_vectors,
-            learnable_property=args.learnable_property, validation_prompt=args.validation_prompt,
-            steps=run.global_step,
-        )
+        with run.final_output() as output_dir:  # beside --output_dir, swapped in whole at the end
+            learned = run.unwrap(rows).weight.detach().float().cpu()
+            save_learned_embeds(output_dir, args.placeholder_token, learned, args.export_a1111)
+            if args.save_as_full_pipeline:
+                text_encoder = CLIPTextModel.from_pretrained(args.pretrained_model_name_or_path, subfolder="text_encoder",
+                                                             revision=args.revision, variant=args.variant)
+                text_encoder.resize_token_embeddings(len(base.tokenizer))
+                with torch.no_grad():
+                    text_encoder.get_input_embeddings().weight[token_ids] = learned
+                base_pipeline(args, torch.float32, text_encoder=text_encoder, tokenizer=base.tokenizer).save_pretrained(
+                    output_dir, safe_serialization=True)
+            write_model_card(
+                output_dir, "textual_inversion", base_model=args.pretrained_model_name_or_path,
+                tags=["textual_inversion", "text-to-image"], images=images,
+                repo_id=args.hub_model_id if args.push_to_hub else None, folder=args.output_dir, placeholder_token=args.placeholder_token,
+                initializer_token=args.initializer_token, num_vectors=args.num_vectors,
+                learnable_property=args.learnable_property, validation_prompt=args.validation_prompt,
+                steps=run.global_step,
+            )
     run.end()
 
 

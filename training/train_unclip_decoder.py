@@ -154,18 +154,19 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     images = run.final_validation()  # copies the EMA weights into the decoder
     if run.is_main_process:
-        model = run.unwrap(decoder).eval()
-        pipe = build_pipeline(model, scheduler, args)
-        if args.save_fp16:
-            cast_for_storage(pipe, torch.float16)
-        save_pipeline_folder(pipe, args.output_dir)
-        write_model_card(
-            args.output_dir, "unclip_decoder", base_model=None, tags=["unclip", "text-to-image", "image-variation"],
-            images=[image_grid(images, columns=min(len(images), 8))] if images else [],
-            repo_id=args.hub_model_id if args.push_to_hub else None, steps=run.global_step, args=args,
-            config=dict(model.config), parameters=sum(p.numel() for p in model.parameters()),
-            with_prior=bool(args.prior_model_path),
-        )
+        with run.final_output() as output_dir:  # beside --output_dir, swapped in whole at the end
+            model = run.unwrap(decoder).eval()
+            pipe = build_pipeline(model, scheduler, args)
+            if args.save_fp16:
+                cast_for_storage(pipe, torch.float16)
+            save_pipeline_folder(pipe, output_dir)
+            write_model_card(
+                output_dir, "unclip_decoder", base_model=None, tags=["unclip", "text-to-image", "image-variation"],
+                images=[image_grid(images, columns=min(len(images), 8))] if images else [],
+                repo_id=args.hub_model_id if args.push_to_hub else None, folder=args.output_dir, steps=run.global_step, args=args,
+                config=dict(model.config), parameters=sum(p.numel() for p in model.parameters()),
+                with_prior=bool(args.prior_model_path),
+            )
     run.end()
 
 

@@ -103,21 +103,22 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     run.final_validation()  # copies the EMA weights into the prior
     if run.is_main_process:
-        text_encoder = CLIPTextModelWithProjection.from_pretrained(args.clip_model_path)
-        pipe = UnCLIPPriorPipeline(run.unwrap(prior).eval(), text_encoder, tokenizer, scheduler)
-        save_pipeline_folder(pipe, args.output_dir)
-        held_out = load_glyphs(args.resolution, seed=args.data_seed, split="validation",
-                               num_images=args.num_eval_images)
-        captions = list(held_out["caption"])
-        metrics = evaluate_prior(pipe, encode_pairs(clip, tokenizer, processor, list(held_out["image"]), captions),
-                                 captions, args.eval_inference_steps, args.data_seed)
-        with open(os.path.join(args.output_dir, "prior_eval.json"), "w") as f:
-            json.dump(metrics, f, indent=2)
-        write_model_card(
-            args.output_dir, "unclip_prior", base_model=args.clip_model_path, tags=["unclip", "diffusion-prior"],
-            repo_id=args.hub_model_id if args.push_to_hub else None, steps=run.global_step, metrics=metrics,
-            config=dict(model.config), num_images=args.num_images, condition_dropout=args.condition_dropout,
-        )
+        with run.final_output() as output_dir:  # beside --output_dir, swapped in whole at the end
+            text_encoder = CLIPTextModelWithProjection.from_pretrained(args.clip_model_path)
+            pipe = UnCLIPPriorPipeline(run.unwrap(prior).eval(), text_encoder, tokenizer, scheduler)
+            save_pipeline_folder(pipe, output_dir)
+            held_out = load_glyphs(args.resolution, seed=args.data_seed, split="validation",
+                                   num_images=args.num_eval_images)
+            captions = list(held_out["caption"])
+            metrics = evaluate_prior(pipe, encode_pairs(clip, tokenizer, processor, list(held_out["image"]), captions),
+                                     captions, args.eval_inference_steps, args.data_seed)
+            with open(os.path.join(output_dir, "prior_eval.json"), "w") as f:
+                json.dump(metrics, f, indent=2)
+            write_model_card(
+                output_dir, "unclip_prior", base_model=args.clip_model_path, tags=["unclip", "diffusion-prior"],
+                repo_id=args.hub_model_id if args.push_to_hub else None, folder=args.output_dir, steps=run.global_step, metrics=metrics,
+                config=dict(model.config), num_images=args.num_images, condition_dropout=args.condition_dropout,
+            )
     run.end()
 
 

@@ -53,6 +53,9 @@ def add_checkpointing_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--checkpoints_total_limit", type=int, default=None, help="Keep at most this many checkpoints.")
     group.add_argument("--resume_from_checkpoint", default=None,
                        help='A checkpoint folder, or "latest" for the newest one in --output_dir.')
+    group.add_argument("--allow_inexact_resume", action="store_true",
+                       help="Resume even when the checkpoint's RNG state is missing or unreadable (with a warning): "
+                            "the run goes on, but no longer exactly as an uninterrupted one would.")
     group.add_argument("--logging_dir", default="logs", help="Relative to --output_dir.")
     group.add_argument("--report_to", default="none",
                        help='"tensorboard", "wandb", "all" or "none" (accelerate trackers).')

@@ -31,12 +31,15 @@ def write_model_card(
     tags: Sequence[str],
     images: Sequence[Image.Image] = (),
     repo_id: str | None = None,
+    folder: str | None = None,
     **fields: Any,
 ) -> ModelCard:
     """Save ``images`` as ``image_<i>.png`` and write ``output_dir/README.md`` from ``model_cards/<template>.md``.
 
     The template sees ``base_model``, ``images`` (the saved file names), ``repo_or_folder`` (``repo_id`` when the run
-    is pushed to the Hub, else ``output_dir``; the load snippet uses it) and every keyword in ``fields``.
+    is pushed to the Hub, else ``folder``, by default ``output_dir``; the load snippet uses it) and every keyword in
+    ``fields``. ``folder`` is where the card will be read: the final ``--output_dir`` when ``output_dir`` is the staging
+    folder of ``TrainingRun.final_output``.
     """
     image_files = []
     for i, image in enumerate(images):
@@ -50,7 +53,7 @@ def write_model_card(
     )
     card = ModelCard.from_template(
         card_data, template_str=template_text(template), base_model=base_model, images=image_files,
-        repo_or_folder=repo_id or output_dir, **fields
+        repo_or_folder=repo_id or folder or output_dir, **fields
     )
     card.save(os.path.join(output_dir, "README.md"))
     return card

@@ -44,6 +44,7 @@ from diffusers.training_utils import EMAModel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm.auto import tqdm
 
+from .atomic_folder import staged_folder
 from .checkpointing import TrainingProgress, load_checkpoint, save_checkpoint
 from .gradients import ContiguousGradients
 from .validation import save_validation_images
@@ -56,6 +57,18 @@ def reset_accelerate_state() -> None:
     training run: the demo's, a test's) may use other settings."""
     AcceleratorState._reset_state(True)
     GradientState._reset_state()
+
+
+CPU_LAUNCH = "ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes N training/<script>.py ..."
+
+
+def warn_if_launched_short(accelerator: Accelerator) -> None:
+    """Warn when ``accelerate launch --num_processes N`` (N > 1) came up as one process: accelerate then sets the
+    rendezvous address but no world size, and each process would train alone (``--cpu --num_processes N`` does this)."""
+    if os.environ.get("MASTER_ADDR") and "WORLD_SIZE" not in os.environ and accelerator.num_processes == 1:
+        logger.warning("accelerate launch was asked for several processes, but this run is a single one (world size "
+                       "1): it trains alone. On CPUs launch with `%s`; on GPUs `accelerate launch --multi_gpu "
+                       "--num_processes N ...`.", CPU_LAUNCH)
 
 
 def weight_dtype(accelerator: Accelerator) -> torch.dtype:
@@ -76,6 +89,7 @@ class TrainingRun:
                 project_dir=args.output_dir, logging_dir=os.path.join(args.output_dir, args.logging_dir)
             ),
         )
+        warn_if_launched_short(self.accelerator)
         self.seed = 0 if args.seed is None else args.seed
         if args.seed is not None:
             # different noise on each process, identical data order (the sampler has its own seed)
@@ -196,7 +210,7 @@ class TrainingRun:
             accelerator.init_trackers(self.name, config=config)
         if args.resume_from_checkpoint:
             logger.info("resuming from %s", args.resume_from_checkpoint)
-            load_checkpoint(accelerator, self.optimizer, args.resume_from_checkpoint)
+            load_checkpoint(accelerator, self.optimizer, args.resume_from_checkpoint, args.allow_inexact_resume)
         return prepared
 
     # -- the loop ------------------------------------------------------------------------------------------------
@@ -279,6 +293,14 @@ class TrainingRun:
             save_validation_images(images, self.args.output_dir, self.global_step, self.accelerator)
         self.accelerator.wait_for_everyone()
         return images
+
+    @contextlib.contextmanager
+    def final_output(self) -> Iterator[str]:
+        """The folder to write the final pipeline, card and images into (main process): a staging folder beside
+        ``--output_dir`` that replaces it whole when the block ends, keeping its checkpoints; a kill at any moment
+        leaves the previous or the new pipeline, never a truncated one (``atomic_folder.staged_folder``)."""
+        with staged_folder(self.args.output_dir) as folder:
+            yield str(folder)
 
     def final_validation(self) -> list[Any]:
         """Wait for all processes and run validation once more on the final weights."""
