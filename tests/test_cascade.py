@@ -128,7 +128,7 @@ def test_truncation_needs_a_shared_schedule():
 @pytest.mark.parametrize(
     "kwargs, error, match",
     [
-        ({"noise_level": 100}, ValueError, "noise_level must be integers in \\[0, 100\\)"),
+        ({"noise_level": 100}, ValueError, "noise_level must be >= 0 and < 100, got 100"),
         ({"noise_level": -3}, ValueError, "noise_level"),
         ({"noise_level": 2.5}, TypeError, "noise_level"),
         ({"num_inference_steps": [2, 2, 2]}, ValueError, "num_inference_steps lists 3 values, expected one per stage \\(2\\)"),

@@ -149,7 +149,7 @@ def test_blur_at_inference_changes_the_conditioning():
         ({"low_res": torch.rand(2, 3, 5, 5)}, "5x5, this stage expects 4x4"),
         ({"low_res": torch.rand(2, 1, 4, 4)}, "1 channels, this stage expects 3"),
         ({"low_res": torch.rand(2, 3, 4, 4) + 1}, "values must lie in \\[0, 1\\]"),
-        ({"noise_level": 100}, "noise_level must be integers in \\[0, 100\\)"),
+        ({"noise_level": 100}, "noise_level must be >= 0 and < 100, got 100"),
         ({"noise_level": -1}, "noise_level"),
         ({"class_labels": [0, 1, 2]}, "class_labels"),
         ({"class_labels": [0, 5]}, "out of range"),

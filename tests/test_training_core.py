@@ -213,11 +213,22 @@ def test_trainable_params_fp32_under_bf16(tmp_path):
     assert all(p.dtype == torch.bfloat16 for p in frozen.parameters())
 
 
-def test_bad_flags_fail_before_training(tmp_path):
-    with pytest.raises(ValueError, match="--train_batch_size must be >= 1, got 0"):
-        parse_training_args(training_parser("x"), ["--output_dir", str(tmp_path), "--train_batch_size", "0"])
-    with pytest.raises(ValueError, match="checkpoints_total_limit"):
-        parse_training_args(training_parser("x"), ["--output_dir", str(tmp_path), "--checkpoints_total_limit", "0"])
+@pytest.mark.parametrize("flag, value, message", [
+    ("--train_batch_size", "0", "argument --train_batch_size: must be >= 1, got 0"),
+    ("--checkpoints_total_limit", "0", "argument --checkpoints_total_limit: must be >= 1, got 0"),
+    ("--ema_decay", "1.0", "argument --ema_decay: must be >= 0 and < 1, got 1.0"),
+    ("--lr_warmup_steps", "-1", "argument --lr_warmup_steps: must be >= 0, got -1"),
+    ("--checkpointing_steps", "-5", "argument --checkpointing_steps: must be >= 0, got -5"),
+    ("--max_grad_norm", "-1", "argument --max_grad_norm: must be >= 0, got -1.0"),
+    ("--learning_rate", "nan", "argument --learning_rate: must be finite, got nan"),
+    ("--guidance_scale", "inf", "argument --guidance_scale: must be finite, got inf"),
+    ("--max_train_steps", "2.5", "argument --max_train_steps: '2.5' is not an integer"),
+])
+def test_bad_flags_fail_before_training_naming_the_flag(tmp_path, capsys, flag, value, message):
+    with pytest.raises(SystemExit) as stop:
+        parse_training_args(training_parser("x"), ["--output_dir", str(tmp_path), flag, value])
+    assert stop.value.code == 2
+    assert message in capsys.readouterr().err
 
 
 def test_push_to_hub_builds_the_right_calls(tmp_path):

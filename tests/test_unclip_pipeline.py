@@ -141,7 +141,7 @@ def test_bad_input(pipe, tokenizer):
         pipe(None)
     with pytest.raises(ValueError, match="empty list"):
         pipe([])
-    with pytest.raises(ValueError, match="num_candidates must be an integer >= 1, got 0"):
+    with pytest.raises(ValueError, match="num_candidates must be >= 1 and <= 10000, got 0"):
         pipe(PROMPTS, num_candidates=0)
     with pytest.raises(ValueError, match="num_images_per_prompt"):
         pipe(PROMPTS, num_images_per_prompt=0)

@@ -35,6 +35,7 @@ from diffusion_canon.finetune.data import (
 from diffusion_canon.finetune.lora import TEXT_ENCODER_TARGETS, UNET_TARGETS, add_lora, save_lora
 from diffusion_canon.finetune.loss import dreambooth_loss
 from diffusion_canon.training import TrainingRun, parse_training_args, training_parser, write_model_card
+from diffusion_canon.training.arguments import COUNT, STEPS, real
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -47,9 +48,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     group.add_argument("--class_data_dir", default=None, help="Class images; filled by sampling the base if short.")
     group.add_argument("--class_prompt", default=None, help='e.g. "a letter A".')
     group.add_argument("--with_prior_preservation", action="store_true")
-    group.add_argument("--prior_loss_weight", type=float, default=1.0, help="lambda of the prior term.")
-    group.add_argument("--num_class_images", type=int, default=100)
-    group.add_argument("--sample_batch_size", type=int, default=4, help="Batch size for sampling class images.")
+    group.add_argument("--prior_loss_weight", type=real(minimum=0), default=1.0, help="lambda of the prior term.")
+    group.add_argument("--num_class_images", type=STEPS, default=100)
+    group.add_argument("--sample_batch_size", type=COUNT, default=4, help="Batch size for sampling class images.")
     group.add_argument("--train_text_encoder", action="store_true")
     group.add_argument("--use_lora", action="store_true", help="Train LoRA adapters instead of all weights.")
     group.add_argument("--export_kohya", action="store_true", help="With --use_lora: also write kohya/A1111 keys.")
@@ -65,8 +66,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def read_concepts(args: argparse.Namespace) -> list[Concept]:
     """The subjects to learn, checked before any model is loaded."""
     if args.concepts_list:
-        with open(args.concepts_list) as f:
-            concepts = [Concept(**entry) for entry in json.load(f)]
+        try:
+            with open(args.concepts_list) as f:
+                entries = json.load(f)
+            concepts = [Concept(**entry) for entry in entries]
+        except (OSError, ValueError, TypeError) as error:
+            raise ValueError(f"--concepts_list {args.concepts_list!r}: expected a JSON list of objects with keys "
+                             f"{list(Concept.__dataclass_fields__)} ({type(error).__name__}: {error})") from None
     else:
         concepts = [Concept(args.instance_data_dir, args.instance_prompt, args.class_data_dir, args.class_prompt)]
     for concept in concepts:

@@ -21,6 +21,7 @@ from ..models.adm_unet import ADMUNet2DModel
 from ..pipelines.hub import save_pipeline_folder
 from ..pipelines.pipeline_adm import ADMPipeline
 from ..schedulers import ImprovedDDPMScheduler
+from ..plain_files import UnreadableFileError, UnsafeFileError, load_plain
 from ..training.model_card import template_text
 from .adm_flags import classifier_config, model_flags, scheduler_config, unet_config
 from .adm_presets import Preset, get_preset
@@ -30,8 +31,20 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 
 
 def load_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
-    """A reference ``.pt`` state dict, read with ``torch.load(weights_only=True)`` (no code runs)."""
-    state_dict = torch.load(path, map_location="cpu", weights_only=True)
+    """A reference ``.pt`` state dict, read with ``torch.load(weights_only=True)`` (no code runs); ``ValueError``
+    naming the file when it is missing, empty, truncated, not a checkpoint, or holds more than tensors."""
+    if not Path(path).is_file():
+        raise ValueError(f"checkpoint {str(path)!r} does not exist (or is not a file)")
+    if Path(path).stat().st_size == 0:
+        raise ValueError(f"checkpoint {str(path)!r} is empty")
+    try:
+        state_dict = load_plain(path)
+    except UnsafeFileError as error:
+        raise ValueError(f"checkpoint {str(path)!r} is not a plain state dict that loads without running code "
+                         f"({error})") from None
+    except UnreadableFileError as error:
+        raise ValueError(f"checkpoint {str(path)!r} cannot be read as a torch checkpoint (truncated or not a .pt "
+                         f"file: {error})") from None
     if not isinstance(state_dict, Mapping) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
         raise ValueError(f"{path} does not hold a state dict (a mapping of names to tensors)")
     return dict(state_dict)

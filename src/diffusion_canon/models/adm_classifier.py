@@ -11,6 +11,8 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
+from .config_types import CheckedConfigMixin
+
 from .adm_blocks import (
     NORM_EPS,
     NORM_GROUPS,
@@ -52,7 +54,7 @@ class AttentionPool2d(nn.Module):
         return self.c_proj(pooled.transpose(1, 2).reshape(batch, channels))
 
 
-class ADMClassifierModel(ModelMixin, ConfigMixin):
+class ADMClassifierModel(CheckedConfigMixin, ModelMixin, ConfigMixin):
     r"""The noisy-image classifier: ``logits = f_φ(x_t, t)``; guidance uses ``∇_{x_t} log softmax(logits)_y``.
 
     Args:

@@ -19,6 +19,8 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import BaseOutput
 from torch import nn
 
+from .config_types import CheckedConfigMixin
+
 from .adm_blocks import (
     NORM_EPS,
     NORM_GROUPS,
@@ -45,7 +47,7 @@ class ADMUNet2DOutput(BaseOutput):
     sample: torch.Tensor
 
 
-class ADMUNet2DModel(ModelMixin, ConfigMixin):
+class ADMUNet2DModel(CheckedConfigMixin, ModelMixin, ConfigMixin):
     r"""The ADM U-Net, ``ε_θ(x_t, t, y)``.
 
     Args:

@@ -29,6 +29,8 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import BaseOutput
 from torch import nn
 
+from .config_types import CheckedConfigMixin
+
 
 @dataclass
 class UnCLIPPriorOutput(BaseOutput):
@@ -64,7 +66,7 @@ class CausalSelfAttentionBlock(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
-class UnCLIPPriorTransformer(ModelMixin, ConfigMixin):
+class UnCLIPPriorTransformer(CheckedConfigMixin, ModelMixin, ConfigMixin):
     """The unCLIP diffusion prior.
 
     Args:

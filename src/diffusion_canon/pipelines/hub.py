@@ -33,11 +33,46 @@ from {module} import {name}  # noqa: F401
 '''
 
 
+# keyword arguments of DiffusionPipeline.from_pretrained that are not components
+_LOADING_OPTIONS = {
+    "cache_dir", "force_download", "proxies", "output_loading_info", "local_files_only", "token", "revision",
+    "from_flax", "custom_pipeline", "custom_revision", "provider", "sess_options", "device_map", "max_memory",
+    "offload_folder", "offload_state_dict", "low_cpu_mem_usage", "use_safetensors", "use_onnx", "variant", "dtype",
+    "torch_dtype", "trust_remote_code", "dduf_file", "load_connected_pipeline", "quantization_config",
+    "return_cached_folder", "mirror", "subfolder", "disable_mmap", "parallel_config",
+}
+
+
 class FolderPipelineMixin:
     """Mix into a ``DiffusionPipeline`` subclass (before it) so that ``<Class>.from_pretrained(folder)`` loads a folder
     written by :func:`save_pipeline_folder` *without* ``trust_remote_code``: when ``_class_name`` is
     ``["pipeline", "<Class>"]`` naming this very class, the class is used directly instead of the folder's module
     (which would only import it). Any other custom pipeline still needs ``trust_remote_code``."""
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs):
+        """``DiffusionPipeline.from_pretrained`` with clear errors where diffusers gives none: a local folder that does
+        not exist (not "Repo id must be in the form ..."), a component keyword this pipeline does not have (not
+        silently ignored), and a folder whose weights are incomplete (not "Tensor on device meta" at the first
+        call)."""
+        path = str(pretrained_model_name_or_path)
+        looks_local = path.startswith((".", "/", "~")) or Path(path).exists() or path.count("/") > 1
+        if looks_local and not Path(path).expanduser().is_dir():
+            raise ValueError(f"pretrained_model_name_or_path {path!r} is not an existing folder (nor a Hub id "
+                             "of the form 'owner/name')")
+        expected = set(cls._get_signature_keys(cls)[0]) | set(cls._get_signature_keys(cls)[1])
+        unknown = sorted(k for k in kwargs if k not in expected and k not in _LOADING_OPTIONS)
+        if unknown:
+            raise TypeError(f"{cls.__name__}.from_pretrained got {unknown}, which are neither its components "
+                            f"({sorted(expected)}) nor loading options")
+        pipeline = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        for name, component in pipeline.components.items():
+            if isinstance(component, torch.nn.Module):
+                missing = [key for key, tensor in component.state_dict().items() if tensor.is_meta]
+                if missing:
+                    raise ValueError(f"{path}: component {name!r} lacks weights for {missing[:5]}"
+                                     f"{' …' if len(missing) > 5 else ''} (an incomplete or damaged weights file)")
+        return pipeline
 
     @classmethod
     def load_config(cls, *args, **kwargs):

@@ -20,6 +20,10 @@ from ..models.adm_classifier import ADMClassifierModel
 from ..models.adm_unet import ADMUNet2DModel
 from ..schedulers import ImprovedDDIMScheduler, ImprovedDDPMScheduler
 from ..schedulers.improved_diffusion_base import ImprovedDiffusionScheduler
+from ..checks import (
+    check_callback, check_choice, check_count, checked_step, check_flag, check_generator, check_number,
+    check_sampling, check_tensor,
+)
 from .hub import FolderPipelineMixin
 
 ClassLabels = int | str | Sequence[int | str] | torch.Tensor
@@ -116,6 +120,11 @@ class ADMPipeline(FolderPipelineMixin, DiffusionPipeline):
             class_labels = class_labels.reshape(-1).tolist()
         if isinstance(class_labels, (int, str, np.integer)):
             class_labels = [class_labels] * batch_size
+        elif not isinstance(class_labels, (list, tuple)):
+            raise TypeError("class_labels must be a class index or name, a list of them or a tensor, got "
+                            f"{type(class_labels).__name__}")
+        elif not class_labels:
+            raise ValueError("class_labels is empty: pass at least one label (or None for unconditional sampling)")
         elif batch_size not in (1, len(class_labels)):
             raise ValueError(f"batch_size={batch_size} disagrees with the {len(class_labels)} class_labels given")
         return torch.tensor([self.class_index(label) for label in class_labels], dtype=torch.long)
@@ -128,8 +137,23 @@ class ADMPipeline(FolderPipelineMixin, DiffusionPipeline):
         output_type: str,
         low_res: torch.Tensor | None,
         callback_on_step_end_tensor_inputs: Sequence[str],
+        batch_size: int = 1,
+        use_ddim: bool = False,
+        eta: float = 0.0,
+        generator: Any = None,
+        latents: torch.Tensor | None = None,
+        num_inference_steps: int | None = None,
+        callback_on_step_end: Any = None,
     ) -> None:
         config = self.unet.config
+        check_number("classifier_scale", classifier_scale, minimum=0)
+        check_sampling(self.scheduler.config.num_train_timesteps, num_inference_steps, use_ddim, eta, guidance_scale)
+        check_generator(generator, batch_size)
+        if latents is not None:
+            check_tensor("latents", latents, ndim=4)
+        if low_res is not None:
+            check_tensor("low_res", low_res, ndim=4)
+        check_callback(callback_on_step_end, callback_on_step_end_tensor_inputs, self._callback_tensor_inputs)
         if config.num_classes is not None and labels is None:
             raise ValueError(f"the U-Net is class-conditional ({config.num_classes} classes): pass class_labels")
         if classifier_scale < 0:
@@ -145,17 +169,11 @@ class ADMPipeline(FolderPipelineMixin, DiffusionPipeline):
                 f"guidance_scale={guidance_scale} (classifier-free guidance) needs a U-Net trained with label dropout "
                 "(config null_class_embedding=True); this one has none"
             )
-        if output_type not in OUTPUT_TYPES:
-            raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
+        check_choice("output_type", output_type, OUTPUT_TYPES)
         if (low_res is None) != (config.low_res_channels == 0):
             raise ValueError(
                 "low_res must be given exactly for super-resolution U-Nets "
                 f"(low_res_channels={config.low_res_channels})"
-            )
-        extra = set(callback_on_step_end_tensor_inputs) - set(self._callback_tensor_inputs)
-        if extra:
-            raise ValueError(
-                f"callback_on_step_end_tensor_inputs may only hold {self._callback_tensor_inputs}, got {sorted(extra)}"
             )
 
     def prepare_latents(
@@ -251,11 +269,14 @@ class ADMPipeline(FolderPipelineMixin, DiffusionPipeline):
                 returned "latents" replaces the current sample.
             low_res: super-resolution U-Nets only: the low-resolution images, NCHW in [0, 1].
         """
+        check_count("batch_size", batch_size)
+        check_flag("return_dict", return_dict)
         labels = self.prepare_class_labels(class_labels, batch_size)
         if labels is not None:
             batch_size = len(labels)
         self.check_inputs(
-            labels, classifier_scale, guidance_scale, output_type, low_res, callback_on_step_end_tensor_inputs
+            labels, classifier_scale, guidance_scale, output_type, low_res, callback_on_step_end_tensor_inputs,
+            batch_size, use_ddim, eta, generator, latents, num_inference_steps, callback_on_step_end,
         )
         device = self._execution_device
         if labels is not None:
@@ -282,8 +303,9 @@ class ADMPipeline(FolderPipelineMixin, DiffusionPipeline):
             gradient = None
             if classifier_scale > 0:
                 gradient = self.classifier_gradient(latents, model_timestep, labels, classifier_scale)
-            latents = scheduler.step(
-                model_output, t, latents, generator=generator, guidance_gradient=gradient, **step_kwargs
+            latents = checked_step(
+                scheduler, step, "latents, low_res, classifier_scale, guidance_scale and eta", model_output, t,
+                latents, generator=generator, guidance_gradient=gradient, **step_kwargs,
             ).prev_sample
             if callback_on_step_end is not None:
                 current = {"latents": latents}

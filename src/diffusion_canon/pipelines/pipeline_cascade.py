@@ -34,6 +34,7 @@ from ..models.sr_unet import SuperResolutionUNet2DModel
 from ..schedulers import ImprovedDDIMScheduler, ImprovedDDPMScheduler  # noqa: F401 (component loaders, see hub.py)
 from ..schedulers.improved_diffusion_base import ImprovedDiffusionScheduler
 from ..training.augmentation import gaussian_blur, levels_tensor
+from ..checks import check_augmentation, check_count, check_choice, check_flag, check_sampling
 from .hub import FolderPipelineMixin
 from .pipeline_adm import OUTPUT_TYPES, ADMPipeline, ClassLabels
 from .pipeline_super_resolution import StepCallback, SuperResolutionPipeline, postprocess, prepare_schedule, reverse_process
@@ -170,19 +171,23 @@ class CascadedPipeline(FolderPipelineMixin, DiffusionPipeline):
         levels = per_stage(noise_level, len(stages), "noise_level")
         truncated = per_stage(truncate, len(stages), "truncate")
         blurs = per_stage(blur_sigma, len(stages), "blur_sigma")
-        if output_type not in OUTPUT_TYPES:
-            raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
+        check_count("batch_size", batch_size)
+        check_flag("return_dict", return_dict)
+        check_choice("output_type", output_type, OUTPUT_TYPES)
         producers = [base, *stages]
+        for k, producer in enumerate(producers):
+            check_sampling(producer.scheduler.config.num_train_timesteps, steps[k], ddim[k], etas[k], guidance[k])
         for k, stage in enumerate(stages):
-            # validates the level (ValueError outside [0, T), TypeError for a non-int)
-            levels_tensor(levels[k], 1, stage.scheduler.config.num_train_timesteps)
+            check_augmentation(stage.scheduler.config.num_train_timesteps, levels[k], blurs[k], blur_kernel_size)
+            check_flag("truncate", truncated[k])
             if truncated[k]:
                 check_truncation(producers[k].scheduler, stage.scheduler, levels[k], k + 1)
 
         labels = base.prepare_class_labels(class_labels, batch_size)
         if labels is not None:
             batch_size = len(labels)
-        base.check_inputs(labels, 0.0, guidance[0], output_type, None, callback_on_step_end_tensor_inputs)
+        base.check_inputs(labels, 0.0, guidance[0], output_type, None, callback_on_step_end_tensor_inputs, batch_size,
+                          ddim[0], etas[0], generator, None, steps[0], callback_on_step_end)
         device = self._execution_device
         if labels is not None:
             labels = labels.to(device)

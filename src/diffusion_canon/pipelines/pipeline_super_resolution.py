@@ -30,6 +30,7 @@ from ..training.augmentation import (
     noise_conditioning,
     truncated_timesteps,
 )
+from ..checks import check_augmentation, check_count, check_flag, checked_step
 from .pipeline_adm import OUTPUT_TYPES, ADMPipeline, ClassLabels, classifier_free_guidance
 
 LowResImages = PIL.Image.Image | Sequence[PIL.Image.Image] | np.ndarray | torch.Tensor
@@ -96,7 +97,8 @@ def reverse_process(
     batch = latents.shape[0]
     for step, t in enumerate(pipeline.progress_bar(timesteps)):
         model_output = predict(latents, scheduler.model_timestep(t).to(latents.device).expand(batch))
-        latents = scheduler.step(model_output, t, latents, generator=generator, **(step_kwargs or {})).prev_sample
+        latents = checked_step(scheduler, step, "latents, the low-res input, guidance_scale, eta and noise_level",
+                               model_output, t, latents, generator=generator, **(step_kwargs or {})).prev_sample
         if callback_on_step_end is not None:
             current = {"latents": latents}
             tensors = {name: current[name] for name in callback_on_step_end_tensor_inputs}
@@ -249,13 +251,16 @@ class SuperResolutionPipeline(ADMPipeline):
             output_type: "pil", "np" (NHWC in [0, 1]), "pt" (NCHW in [0, 1]) or "latent" (x_0 in [−1, 1]).
             callback_on_step_end: ``callback(pipe, step, timestep, {"latents": ...}) -> dict`` after every step.
         """
-        if output_type not in OUTPUT_TYPES:
-            raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
+        check_flag("return_dict", return_dict)
+        check_augmentation(self.scheduler.config.num_train_timesteps, noise_level, blur_sigma, blur_kernel_size)
         conditioning = self.prepare_low_res(low_res)
+        check_count("low_res (its number of images)", conditioning.shape[0])
         labels = self.prepare_class_labels(class_labels, conditioning.shape[0])
         if labels is not None and len(labels) != conditioning.shape[0]:
             raise ValueError(f"class_labels holds {len(labels)} labels for {conditioning.shape[0]} low_res images")
-        self.check_inputs(labels, 0.0, guidance_scale, output_type, conditioning, callback_on_step_end_tensor_inputs)
+        self.check_inputs(labels, 0.0, guidance_scale, output_type, conditioning, callback_on_step_end_tensor_inputs,
+                          conditioning.shape[0], use_ddim, eta, generator, latents, num_inference_steps,
+                          callback_on_step_end)
         if labels is not None:
             labels = labels.to(conditioning.device)
         conditioning, levels = self.augment(conditioning, noise_level, blur_sigma, blur_kernel_size, generator)

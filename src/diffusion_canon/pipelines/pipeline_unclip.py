@@ -30,7 +30,11 @@ from ..models.unclip_prior import UnCLIPPriorTransformer
 from ..schedulers import ImprovedDDPMScheduler
 from ..schedulers.improved_diffusion_base import ImprovedDiffusionScheduler
 from .hub import FolderPipelineMixin
-from .pipeline_unclip_prior import UnCLIPPriorPipeline, check_positive_int, check_prompts
+from ..checks import (
+    check_callback, check_choice, check_count, checked_step, check_flag, check_generator, check_number,
+    check_images, check_prompts, check_tensor,
+)
+from .pipeline_unclip_prior import UnCLIPPriorPipeline
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 StepCallback = Callable[[DiffusionPipeline, int, torch.Tensor, dict[str, Any]], dict[str, Any]]
@@ -43,12 +47,6 @@ class UnCLIPPipelineOutput(BaseOutput):
 
     images: Any
     image_embeds: torch.Tensor
-
-
-def check_guidance(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
-    return float(value)
 
 
 def guided_decoder_output(
@@ -96,7 +94,8 @@ def decoder_sample_loop(
         model_timestep = scheduler.model_timestep(t).to(latents.device).expand(b)
         output = guided_decoder_output(decoder, latents, model_timestep, image_embeds, tokens, guidance_scale,
                                        keep_image)
-        latents = scheduler.step(output, t, latents, generator=generator).prev_sample
+        latents = checked_step(scheduler, step, "latents, image_embeds and guidance_scale", output, t, latents,
+                               generator=generator).prev_sample
         if callback is not None:
             latents = callback(step, t, latents)
     return latents
@@ -191,6 +190,13 @@ class UnCLIPPipeline(FolderPipelineMixin, DiffusionPipeline):
 
     # -- the decoder -------------------------------------------------------------------------------------------
 
+    @staticmethod
+    def check_sr_kwargs(super_resolution: Any, super_resolution_kwargs: Any) -> None:
+        if super_resolution is not None and not callable(super_resolution):
+            raise TypeError(f"super_resolution must be a pipeline, got {type(super_resolution).__name__}")
+        if super_resolution_kwargs is not None and not isinstance(super_resolution_kwargs, dict):
+            raise TypeError(f"super_resolution_kwargs must be a dict, got {type(super_resolution_kwargs).__name__}")
+
     @torch.no_grad()
     def decode(
         self,
@@ -210,14 +216,16 @@ class UnCLIPPipeline(FolderPipelineMixin, DiffusionPipeline):
         ``image_embeds`` may be any vectors in CLIP's space: the prior's samples, an image's embedding, or a caption's
         text embedding z_t (DALL-E 2 §5.1's "no prior" baseline); ``None`` decodes from the caption alone (the null
         embedding, GLIDE-like; needs ``text_token_encodings``). Returns the images in ``output_type``."""
-        if output_type not in OUTPUT_TYPES:
-            raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
-        guidance_scale = check_guidance("guidance_scale", guidance_scale)
-        extra = set(callback_on_step_end_tensor_inputs) - set(self._callback_tensor_inputs)
-        if extra:
-            raise ValueError(
-                f"callback_on_step_end_tensor_inputs may only hold {self._callback_tensor_inputs}, got {sorted(extra)}"
-            )
+        check_choice("output_type", output_type, OUTPUT_TYPES)
+        check_number("guidance_scale", guidance_scale)
+        if num_inference_steps is not None:
+            check_number("num_inference_steps", num_inference_steps, minimum=1,
+                         maximum=self.decoder_scheduler.config.num_train_timesteps, integer=True)
+        check_callback(callback_on_step_end, callback_on_step_end_tensor_inputs, self._callback_tensor_inputs)
+        for name, tensor in (("image_embeds", image_embeds), ("text_token_encodings", text_token_encodings),
+                             ("latents", latents)):
+            if tensor is not None:
+                check_tensor(name, tensor)
         config = self.decoder.config
         keep_image = image_embeds is not None
         if not keep_image:
@@ -231,6 +239,7 @@ class UnCLIPPipeline(FolderPipelineMixin, DiffusionPipeline):
             )
         device = self._execution_device
         b = image_embeds.shape[0]
+        check_generator(generator, b)
         shape = (b, config.in_channels, config.sample_size, config.sample_size)
         if latents is None:
             latents = randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
@@ -310,15 +319,22 @@ class UnCLIPPipeline(FolderPipelineMixin, DiffusionPipeline):
             callback_on_step_end: ``callback(pipe, step, timestep, {"latents": ...}) -> dict`` after each decoder step.
         """
         prompts = check_prompts(prompt)
-        num_images_per_prompt = check_positive_int("num_images_per_prompt", num_images_per_prompt)
-        check_positive_int("num_candidates", num_candidates)
-        if output_type not in OUTPUT_TYPES:
-            raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
+        check_count("num_images_per_prompt", num_images_per_prompt)
+        check_count("num_images_per_prompt × prompts", num_images_per_prompt * len(prompts))
+        check_choice("output_type", output_type, OUTPUT_TYPES)
+        check_flag("condition_on_text", condition_on_text)
+        check_flag("return_dict", return_dict)
+        check_number("prior_guidance_scale", prior_guidance_scale)
+        check_number("guidance_scale", guidance_scale)
+        if prior_num_inference_steps is not None and self.prior_scheduler is not None:
+            check_number("prior_num_inference_steps", prior_num_inference_steps, minimum=1,
+                         maximum=self.prior_scheduler.config.num_train_timesteps, integer=True)
+        check_generator(generator, num_images_per_prompt * len(prompts))
+        self.check_sr_kwargs(super_resolution, super_resolution_kwargs)
         self.check_components()
         prior = self.prior_pipeline(
             prompts, num_images_per_prompt=num_images_per_prompt, num_inference_steps=prior_num_inference_steps,
-            guidance_scale=check_guidance("prior_guidance_scale", prior_guidance_scale),
-            num_candidates=num_candidates, generator=generator,
+            guidance_scale=prior_guidance_scale, num_candidates=num_candidates, generator=generator,
         )
         tokens = prior.text_token_encodings if condition_on_text and self.decoder.config.text_hidden_size else None
         images = self.decode(
@@ -354,12 +370,12 @@ class UnCLIPPipeline(FolderPipelineMixin, DiffusionPipeline):
             prompt: optional captions (one, or one per input image) for a text-conditioned decoder; ``None`` = none.
             the rest: as :meth:`__call__`.
         """
-        if image is None:
-            raise ValueError("image must be a PIL image, a list of them, or an image array/tensor, got None")
-        images = [image] if hasattr(image, "convert") else image
-        if len(images) == 0:
-            raise ValueError("image must hold at least one image, got an empty list")
-        num_images_per_image = check_positive_int("num_images_per_image", num_images_per_image)
+        images = check_images("image", image)
+        num_images_per_image = check_count("num_images_per_image", num_images_per_image)
+        check_count("num_images_per_image × images", num_images_per_image * len(images))
+        check_choice("output_type", output_type, OUTPUT_TYPES)
+        check_flag("return_dict", return_dict)
+        self.check_sr_kwargs(super_resolution, super_resolution_kwargs)
         self.check_components()
         embeds = self.encode_image(images).repeat_interleave(num_images_per_image, dim=0)
         tokens = None

@@ -27,6 +27,10 @@ from ..models.clip_glyphs import encode_prompts
 from ..models.unclip_prior import UnCLIPPriorTransformer
 from ..schedulers import ImprovedDDPMScheduler
 from ..schedulers.improved_diffusion_base import ImprovedDiffusionScheduler
+from ..checks import (
+    check_callback, check_choice, check_count, checked_step, check_flag, check_generator, check_number,
+    check_prompts, check_tensor,
+)
 from .hub import FolderPipelineMixin
 
 OUTPUT_TYPES = ("pt", "np")
@@ -46,26 +50,6 @@ class UnCLIPPriorPipelineOutput(BaseOutput):
     text_token_encodings: Any
     text_attention_mask: Any
     scores: Any
-
-
-def check_prompts(prompt: str | Sequence[str] | None) -> list[str]:
-    """A prompt or a non-empty list of prompts -> list of strings; ``ValueError``/``TypeError`` otherwise."""
-    if prompt is None:
-        raise ValueError("prompt must be a string or a non-empty list of strings, got None")
-    prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-    if not prompts:
-        raise ValueError("prompt must be a string or a non-empty list of strings, got an empty list")
-    bad = [p for p in prompts if not isinstance(p, str)]
-    if bad:
-        raise TypeError(f"prompt must hold strings only, got {type(bad[0]).__name__} {bad[0]!r}")
-    return prompts
-
-
-def check_positive_int(name: str, value: Any) -> int:
-    """``value`` when it is an int >= 1 (not a bool); ``ValueError`` naming ``name`` otherwise."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    return value
 
 
 class UnCLIPPriorPipeline(FolderPipelineMixin, DiffusionPipeline):
@@ -116,6 +100,16 @@ class UnCLIPPriorPipeline(FolderPipelineMixin, DiffusionPipeline):
                 f"the prior predicts x0: the scheduler needs prediction_type='sample', got "
                 f"{self.scheduler.config.prediction_type!r}"
             )
+
+    def check_inputs(self, num_inference_steps: Any, guidance_scale: Any, output_type: Any, return_dict: Any,
+                     callback_on_step_end: Any, callback_on_step_end_tensor_inputs: Any) -> None:
+        if num_inference_steps is not None:
+            check_number("num_inference_steps", num_inference_steps, minimum=1,
+                         maximum=self.scheduler.config.num_train_timesteps, integer=True)
+        check_number("guidance_scale", guidance_scale)
+        check_choice("output_type", output_type, OUTPUT_TYPES)
+        check_flag("return_dict", return_dict)
+        check_callback(callback_on_step_end, callback_on_step_end_tensor_inputs, self._callback_tensor_inputs)
 
     def encode_prompt(self, prompts: Sequence[str], device: torch.device) -> tuple[torch.Tensor, ...]:
         """(text_embeds (N, D), token_encodings (N, L, H), attention_mask (N, L)) of the prompts."""
@@ -180,15 +174,15 @@ class UnCLIPPriorPipeline(FolderPipelineMixin, DiffusionPipeline):
             :class:`UnCLIPPriorPipelineOutput` (or its fields as a tuple).
         """
         prompts = check_prompts(prompt)
-        num_images_per_prompt = check_positive_int("num_images_per_prompt", num_images_per_prompt)
-        num_candidates = check_positive_int("num_candidates", num_candidates)
-        if output_type not in OUTPUT_TYPES:
-            raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
-        extra = set(callback_on_step_end_tensor_inputs) - set(self._callback_tensor_inputs)
-        if extra:
-            raise ValueError(
-                f"callback_on_step_end_tensor_inputs may only hold {self._callback_tensor_inputs}, got {sorted(extra)}"
-            )
+        num_images_per_prompt = check_count("num_images_per_prompt", num_images_per_prompt)
+        num_candidates = check_count("num_candidates", num_candidates)
+        check_count("num_images_per_prompt × num_candidates × prompts", len(prompts) * num_images_per_prompt *
+                    num_candidates)
+        self.check_inputs(num_inference_steps, guidance_scale, output_type, return_dict, callback_on_step_end,
+                          callback_on_step_end_tensor_inputs)
+        check_generator(generator, len(prompts) * num_images_per_prompt * num_candidates)
+        if latents is not None:
+            check_tensor("latents", latents, ndim=2)
         self.check_components()
         device = self._execution_device
 
@@ -209,7 +203,8 @@ class UnCLIPPriorPipeline(FolderPipelineMixin, DiffusionPipeline):
         for step, t in enumerate(self.progress_bar(scheduler.timesteps)):
             model_timestep = scheduler.model_timestep(t).to(device).expand(shape[0])
             x0 = self.predict(latents, model_timestep, cand_text, cand_tokens, cand_mask, guidance_scale)
-            latents = scheduler.step(x0, t, latents, generator=generator).prev_sample
+            latents = checked_step(scheduler, step, "latents and guidance_scale", x0, t, latents,
+                                   generator=generator).prev_sample
             if callback_on_step_end is not None:
                 tensors = {name: locals()[name] for name in callback_on_step_end_tensor_inputs}
                 latents = callback_on_step_end(self, step, t, tensors).get("latents", latents)

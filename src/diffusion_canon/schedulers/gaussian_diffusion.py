@@ -23,15 +23,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ..checks import check_choice  # noqa: F401 (re-exported: the losses and the schedulers check choices with it)
+
 BETA_SCHEDULES = ("linear", "cosine", "squaredcos_cap_v2")
 VARIANCE_TYPES = ("fixed_small", "fixed_large", "learned", "learned_range")
 PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
-
-
-def check_choice(name: str, value: object, allowed: Sequence[str]) -> None:
-    """Raise ``ValueError`` naming the argument, the value received and the allowed values."""
-    if value not in allowed:
-        raise ValueError(f"{name}={value!r} is not supported; allowed: {', '.join(map(repr, allowed))}")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -70,7 +66,10 @@ def make_betas(beta_schedule: str, num_timesteps: int, trained_betas: Sequence[f
     if not isinstance(num_timesteps, int) or isinstance(num_timesteps, bool) or num_timesteps < 1:
         raise ValueError(f"num_train_timesteps={num_timesteps!r} must be a positive integer")
     if trained_betas is not None:
-        betas = np.asarray(trained_betas, dtype=np.float64)
+        try:
+            betas = np.asarray(trained_betas, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise TypeError(f"trained_betas must be a sequence of numbers, got {type(trained_betas).__name__}") from None
         if betas.shape != (num_timesteps,):
             raise ValueError(
                 f"trained_betas has shape {betas.shape}; expected ({num_timesteps},) = (num_train_timesteps,)"

@@ -9,13 +9,16 @@ the scheduler maps them to schedule indices (:meth:`index_for_timestep`) and to 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
+from ..checks import NonFiniteError, check_flag, check_generator, check_number, check_tensor_type
 from .gaussian_diffusion import (
     PREDICTION_TYPES,
     VARIANCE_TYPES,
@@ -28,6 +31,9 @@ from .gaussian_diffusion import (
 
 IndexLike = torch.Tensor | int
 
+
+# far above any published schedule (4000); the tables are float64 arrays of this length, so a typo cannot hang
+MAX_TRAIN_TIMESTEPS = 100_000
 
 def dynamic_threshold(sample: torch.Tensor, ratio: float, max_value: float) -> torch.Tensor:
     """Imagen dynamic thresholding (Saharia et al. 2022, §2.3): s = max(1, min(quantile_ratio |x̂_0|, max_value))
@@ -75,9 +81,16 @@ class ImprovedDiffusionScheduler(SchedulerMixin, ConfigMixin):
         sample_max_value: float = 1.0,
         rescale_timesteps: bool = False,
     ):
+        check_number("num_train_timesteps", num_train_timesteps, minimum=1, maximum=MAX_TRAIN_TIMESTEPS, integer=True)
         check_choice("variance_type", variance_type, VARIANCE_TYPES)
         check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
-        if not 0.0 < dynamic_thresholding_ratio <= 1.0:
+        for name, flag in (("clip_sample", clip_sample), ("thresholding", thresholding),
+                           ("rescale_timesteps", rescale_timesteps)):
+            check_flag(name, flag)
+        check_number("clip_sample_range", clip_sample_range, minimum=0)
+        check_number("sample_max_value", sample_max_value, minimum=0)
+        check_number("dynamic_thresholding_ratio", dynamic_thresholding_ratio, maximum=1)
+        if not dynamic_thresholding_ratio > 0:
             raise ValueError(f"dynamic_thresholding_ratio={dynamic_thresholding_ratio!r} must lie in (0, 1]")
         self.train_schedule = GaussianDiffusionSchedule.from_betas(
             make_betas(beta_schedule, num_train_timesteps, trained_betas)
@@ -109,6 +122,13 @@ class ImprovedDiffusionScheduler(SchedulerMixin, ConfigMixin):
         Sets ``self.timesteps`` (LongTensor of training timesteps, descending) and ``self.schedule``.
         """
         num_train = self.config.num_train_timesteps
+        if device is not None and not isinstance(device, (str, torch.device)):
+            raise TypeError(f"device must be a str or torch.device, got {type(device).__name__}")
+        if timestep_respacing is not None and not isinstance(timestep_respacing, (str, list, tuple)):
+            raise TypeError("timestep_respacing must be a string such as '250', '10,20' or 'ddim50', or a list of "
+                            f"section counts, got {type(timestep_respacing).__name__}")
+        if timesteps is not None and not isinstance(timesteps, (list, tuple, torch.Tensor, np.ndarray)):
+            raise TypeError(f"timesteps must be a sequence of training timesteps, got {type(timesteps).__name__}")
         given = [name for name, value in (("num_inference_steps", num_inference_steps),
                                           ("timestep_respacing", timestep_respacing),
                                           ("timesteps", timesteps)) if value is not None]
@@ -131,14 +151,22 @@ class ImprovedDiffusionScheduler(SchedulerMixin, ConfigMixin):
             kept = list(range(num_train))
         self.schedule = self.train_schedule.respace(kept)
         self.timestep_map = torch.tensor(kept, dtype=torch.long)
-        self.timesteps = self.timestep_map.flip(0).to(device)
+        try:
+            self.timesteps = self.timestep_map.flip(0).to(device)
+        except RuntimeError as error:  # an unknown device string
+            raise ValueError(f"device={device!r} is not a device torch knows: {error}") from None
         self.num_inference_steps = len(kept)
         self._index_of = {t: i for i, t in enumerate(kept)}
         self._index_table = torch.full((num_train,), -1, dtype=torch.long)
         self._index_table[self.timestep_map] = torch.arange(len(kept))
 
     def _check_explicit_timesteps(self, timesteps) -> list[int]:
-        values = [int(t) for t in (timesteps.tolist() if isinstance(timesteps, torch.Tensor) else timesteps)]
+        if isinstance(timesteps, (torch.Tensor, np.ndarray)) and timesteps.ndim != 1:
+            raise ValueError(f"timesteps must be one-dimensional, got shape {tuple(timesteps.shape)}")
+        raw = timesteps.tolist() if isinstance(timesteps, (torch.Tensor, np.ndarray)) else list(timesteps)
+        if not all(isinstance(t, (int, np.integer)) and not isinstance(t, bool) for t in raw):
+            raise TypeError(f"timesteps must hold integers, got {raw[:8]}")
+        values = [int(t) for t in raw]
         num_train = self.config.num_train_timesteps
         if not values or len(set(values)) != len(values) or min(values) < 0 or max(values) >= num_train:
             raise ValueError(
@@ -160,6 +188,10 @@ class ImprovedDiffusionScheduler(SchedulerMixin, ConfigMixin):
                 raise ValueError(f"timestep {bad} not in the current schedule; allowed: {self.timesteps.tolist()}")
             return index.to(timestep.device)
         value = timestep.item() if isinstance(timestep, torch.Tensor) else timestep
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not math.isfinite(
+                value):
+            raise TypeError(f"timestep must be a training timestep from self.timesteps (an int or a tensor), got "
+                            f"{type(timestep).__name__} {value!r:.60}")
         index = self._index_of.get(int(value)) if float(value) == int(value) else None
         if index is None:
             raise ValueError(
@@ -167,6 +199,28 @@ class ImprovedDiffusionScheduler(SchedulerMixin, ConfigMixin):
                 f"{self.timesteps.tolist()} (set with set_timesteps)"
             )
         return index
+
+    def check_step(self, model_output: Any, sample: Any, generator: Any, guidance_gradient: Any,
+                   return_dict: Any) -> None:
+        """The arguments of ``step`` (types and shapes; finiteness is checked on the result, one reduction)."""
+        check_tensor_type("model_output", model_output)
+        check_tensor_type("sample", sample)
+        if guidance_gradient is not None:
+            check_tensor_type("guidance_gradient", guidance_gradient)
+            if guidance_gradient.shape != sample.shape:
+                raise ValueError(f"guidance_gradient has shape {tuple(guidance_gradient.shape)}, sample "
+                                 f"{tuple(sample.shape)}: they must match")
+        if sample.ndim < 2 or model_output.shape[0] != sample.shape[0] or model_output.shape[2:] != sample.shape[2:]:
+            raise ValueError(f"model_output {tuple(model_output.shape)} and sample {tuple(sample.shape)} must share "
+                             "the batch and spatial sizes")
+        check_generator(generator, sample.shape[0])
+        check_flag("return_dict", return_dict)
+
+    @staticmethod
+    def check_result(prev_sample: torch.Tensor) -> None:
+        if not torch.isfinite(prev_sample).all():
+            raise NonFiniteError("step produced non-finite values: model_output, sample or guidance_gradient hold NaN "
+                             "or inf (or are too large)")
 
     def model_timestep(self, timestep: IndexLike) -> torch.Tensor:
         """What the network receives for a training timestep: t, or t·1000/T as float with ``rescale_timesteps``."""

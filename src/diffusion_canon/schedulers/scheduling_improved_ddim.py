@@ -8,6 +8,7 @@ from diffusers import SchedulerMixin  # noqa: F401 - diffusers finds a component
 from diffusers.schedulers.scheduling_ddim import DDIMSchedulerOutput
 from diffusers.utils.torch_utils import randn_tensor
 
+from ..checks import check_number
 from .improved_diffusion_base import ImprovedDiffusionScheduler, IndexLike
 
 
@@ -39,9 +40,9 @@ class ImprovedDDIMScheduler(ImprovedDiffusionScheduler):
         Shapes as :meth:`ImprovedDDPMScheduler.step`; ``model_output`` may carry ``2C`` channels (the variance half
         is ignored). Returns ``DDIMSchedulerOutput(prev_sample, pred_original_sample)`` or the tuple.
         """
-        if eta < 0:
-            raise ValueError(f"eta={eta!r} must be >= 0")
+        check_number("eta", eta, minimum=0)
         schedule = self.schedule
+        self.check_step(model_output, sample, generator, guidance_gradient, return_dict)
         index = self.index_for_timestep(timestep)
         pred_start = self._distribution(model_output, sample, index).pred_original_sample
         alpha_bar = schedule.extract("alphas_cumprod", index, sample)
@@ -60,6 +61,7 @@ class ImprovedDDIMScheduler(ImprovedDiffusionScheduler):
                 sigma = sigma * nonzero.float().view(-1, *([1] * (sample.ndim - 1)))
             prev_sample = prev_sample + sigma * noise
         prev_sample = prev_sample.to(sample.dtype)
+        self.check_result(prev_sample)
         pred_start = pred_start.to(sample.dtype)
         if not return_dict:
             return prev_sample, pred_start

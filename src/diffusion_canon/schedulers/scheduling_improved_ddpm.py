@@ -40,6 +40,7 @@ class ImprovedDDPMScheduler(ImprovedDiffusionScheduler):
         Returns:
             ``DDPMSchedulerOutput(prev_sample, pred_original_sample)`` (or the tuple), in ``sample``'s dtype.
         """
+        self.check_step(model_output, sample, generator, guidance_gradient, return_dict)
         index = self.index_for_timestep(timestep)
         dist = self._distribution(model_output, sample, index)
         mean = dist.mean
@@ -54,6 +55,7 @@ class ImprovedDDPMScheduler(ImprovedDiffusionScheduler):
                 scale = scale * nonzero.float().view(-1, *([1] * (sample.ndim - 1)))
             prev_sample = mean + scale * noise
         prev_sample = prev_sample.to(sample.dtype)
+        self.check_result(prev_sample)
         pred_original_sample = dist.pred_original_sample.to(sample.dtype)
         if not return_dict:
             return prev_sample, pred_original_sample

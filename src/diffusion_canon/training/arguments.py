@@ -8,49 +8,80 @@ function so a script takes only the groups it needs; ``training_parser`` bundles
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 
+from ..checks import check_number
 from .checkpointing import resolve_checkpoint
 
 LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup")
 MIXED_PRECISION = ("no", "fp16", "bf16")
 
 
+def integer(minimum: int | None = None, maximum: int | None = None) -> Callable[[str], int]:
+    """An argparse ``type``: an int within the bounds; otherwise argparse's error, which names the flag."""
+    return _bounded(int, minimum=minimum, maximum=maximum)
+
+
+def real(minimum: float | None = None, maximum: float | None = None, below: float | None = None) -> Callable[[str], float]:
+    """An argparse ``type``: a finite number within the bounds (``below``: strictly less than)."""
+    return _bounded(float, minimum=minimum, maximum=maximum, below=below)
+
+
+def _bounded(kind: type, **bounds) -> Callable[[str], float]:
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+        try:
+            check_number("the value", value, integer=kind is int, **bounds)
+        except (TypeError, ValueError) as error:
+            raise argparse.ArgumentTypeError(str(error).removeprefix("the value ")) from None
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
+COUNT, STEPS = integer(minimum=1), integer(minimum=0)
+
+
 def add_optimization_args(parser: argparse.ArgumentParser, learning_rate: float = 5e-6) -> None:
     group = parser.add_argument_group("optimization")
-    group.add_argument("--train_batch_size", type=int, default=4, help="Batch size per device.")
-    group.add_argument("--num_train_epochs", type=int, default=1)
-    group.add_argument("--max_train_steps", type=int, default=None, help="Overrides --num_train_epochs when set.")
-    group.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    group.add_argument("--train_batch_size", type=COUNT, default=4, help="Batch size per device.")
+    group.add_argument("--num_train_epochs", type=COUNT, default=1)
+    group.add_argument("--max_train_steps", type=COUNT, default=None, help="Overrides --num_train_epochs when set.")
+    group.add_argument("--gradient_accumulation_steps", type=COUNT, default=1)
     group.add_argument("--gradient_checkpointing", action="store_true")
-    group.add_argument("--learning_rate", type=float, default=learning_rate)
+    group.add_argument("--learning_rate", type=real(minimum=0), default=learning_rate)
     group.add_argument(
         "--scale_lr", action="store_true", help="Multiply the learning rate by batch size x accumulation x processes."
     )
     group.add_argument("--lr_scheduler", default="constant", choices=LR_SCHEDULERS)
-    group.add_argument("--lr_warmup_steps", type=int, default=0)
-    group.add_argument("--lr_num_cycles", type=int, default=1, help="Hard restarts for cosine_with_restarts.")
-    group.add_argument("--lr_power", type=float, default=1.0, help="Power of the polynomial scheduler.")
-    group.add_argument("--adam_beta1", type=float, default=0.9)
-    group.add_argument("--adam_beta2", type=float, default=0.999)
-    group.add_argument("--adam_weight_decay", type=float, default=1e-2)
-    group.add_argument("--adam_epsilon", type=float, default=1e-8)
-    group.add_argument("--max_grad_norm", type=float, default=1.0, help="Gradient clipping; 0 disables it.")
+    group.add_argument("--lr_warmup_steps", type=STEPS, default=0)
+    group.add_argument("--lr_num_cycles", type=COUNT, default=1, help="Hard restarts for cosine_with_restarts.")
+    group.add_argument("--lr_power", type=real(minimum=0), default=1.0, help="Power of the polynomial scheduler.")
+    group.add_argument("--adam_beta1", type=real(minimum=0, below=1), default=0.9)
+    group.add_argument("--adam_beta2", type=real(minimum=0, below=1), default=0.999)
+    group.add_argument("--adam_weight_decay", type=real(minimum=0), default=1e-2)
+    group.add_argument("--adam_epsilon", type=real(minimum=0), default=1e-8)
+    group.add_argument("--max_grad_norm", type=real(minimum=0), default=1.0, help="Gradient clipping; 0 disables it.")
     group.add_argument("--mixed_precision", default=None, choices=MIXED_PRECISION,
                        help="Overrides the accelerate config. Frozen weights use this dtype, trainable ones fp32.")
     group.add_argument("--allow_tf32", action="store_true")
-    group.add_argument("--dataloader_num_workers", type=int, default=0)
+    group.add_argument("--dataloader_num_workers", type=STEPS, default=0)
     group.add_argument("--use_ema", action="store_true", help="Keep an exponential moving average of the weights.")
-    group.add_argument("--ema_decay", type=float, default=0.9999)
+    group.add_argument("--ema_decay", type=real(minimum=0, below=1), default=0.9999)
 
 
 def add_checkpointing_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("output and checkpoints")
     group.add_argument("--output_dir", required=True)
-    group.add_argument("--seed", type=int, default=None)
-    group.add_argument("--checkpointing_steps", type=int, default=500,
+    group.add_argument("--seed", type=integer(minimum=0, maximum=2**32 - 1), default=None)
+    group.add_argument("--checkpointing_steps", type=STEPS, default=500,
                        help="Save the full training state every N optimizer steps (0 disables).")
-    group.add_argument("--checkpoints_total_limit", type=int, default=None, help="Keep at most this many checkpoints.")
+    group.add_argument("--checkpoints_total_limit", type=COUNT, default=None, help="Keep at most this many checkpoints.")
     group.add_argument("--resume_from_checkpoint", default=None,
                        help='A checkpoint folder, or "latest" for the newest one in --output_dir.')
     group.add_argument("--allow_inexact_resume", action="store_true",
@@ -64,10 +95,10 @@ def add_checkpointing_args(parser: argparse.ArgumentParser) -> None:
 def add_validation_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("validation")
     group.add_argument("--validation_prompt", default=None)
-    group.add_argument("--num_validation_images", type=int, default=4)
-    group.add_argument("--validation_steps", type=int, default=100)
-    group.add_argument("--num_inference_steps", type=int, default=25, help="Sampling steps of validation images.")
-    group.add_argument("--guidance_scale", type=float, default=7.5, help="Guidance of validation images.")
+    group.add_argument("--num_validation_images", type=STEPS, default=4)
+    group.add_argument("--validation_steps", type=COUNT, default=100)
+    group.add_argument("--num_inference_steps", type=COUNT, default=25, help="Sampling steps of validation images.")
+    group.add_argument("--guidance_scale", type=real(), default=7.5, help="Guidance of validation images.")
 
 
 def add_hub_args(parser: argparse.ArgumentParser) -> None:
@@ -79,9 +110,9 @@ def add_hub_args(parser: argparse.ArgumentParser) -> None:
 
 def add_diffusion_loss_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("diffusion loss")
-    group.add_argument("--snr_gamma", type=float, default=None,
+    group.add_argument("--snr_gamma", type=real(minimum=0), default=None,
                        help="Min-SNR-gamma loss weighting (Hang et al. 2023); 5.0 is the recommended value.")
-    group.add_argument("--noise_offset", type=float, default=0.0, help="Scale of per-channel offset noise.")
+    group.add_argument("--noise_offset", type=real(minimum=0), default=0.0, help="Scale of per-channel offset noise.")
     group.add_argument("--prediction_type", default=None, choices=("epsilon", "v_prediction"),
                        help="Overrides the base scheduler's prediction type.")
 
@@ -99,13 +130,11 @@ def training_parser(description: str, learning_rate: float = 5e-6) -> argparse.A
 def parse_training_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
     """Parse ``argv`` and check the shared flags, so bad values fail before any model is loaded."""
     args = parser.parse_args(argv)
-    for name in ("train_batch_size", "gradient_accumulation_steps", "num_train_epochs"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}")
-    if args.max_train_steps is not None and args.max_train_steps < 1:
-        raise ValueError(f"--max_train_steps must be >= 1, got {args.max_train_steps}")
-    if args.checkpoints_total_limit is not None and args.checkpoints_total_limit < 1:
-        raise ValueError(f"--checkpoints_total_limit must be >= 1 or unset, got {args.checkpoints_total_limit}")
+    # the shared flags carry their bounds in their types; a script's own plain float flags must at least be finite
+    for action in parser._actions:
+        value = getattr(args, action.dest, None)
+        if action.type is float and isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{action.option_strings[0]} must be finite, got {value}")
     # resolved now so that a wrong path fails before any model is loaded; None for "latest" with no checkpoint yet
     args.resume_from_checkpoint = resolve_checkpoint(args.resume_from_checkpoint, args.output_dir)
     return args

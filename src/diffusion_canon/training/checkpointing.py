@@ -16,11 +16,8 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
-import pickletools
 import re
 import shutil
-import zipfile
 
 import numpy as np
 import torch
@@ -28,6 +25,7 @@ from accelerate import Accelerator
 from accelerate.utils import DistributedType
 from safetensors.torch import load_file
 
+from ..plain_files import UnreadableFileError, UnsafeFileError, load_plain
 from .atomic_folder import remove_folder
 
 logger = logging.getLogger(__name__)
@@ -151,28 +149,14 @@ def _read_as_plain_data(file: str) -> str | None:
         if file.endswith(".safetensors"):
             load_file(file)
         elif file.endswith((".bin", ".pkl", ".pt", ".pth")):
-            if not zipfile.is_zipfile(file):  # not torch.save's archive: torch would unpickle it the legacy way
-                return "unsafe" if _pickle_calls_code(file) else "not a torch.save archive"
-            with torch.serialization.safe_globals(_NUMPY_STATE_GLOBALS):
-                torch.load(file, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:  # the weights-only unpickler met a global or an opcode it refuses
+            load_plain(file, _NUMPY_STATE_GLOBALS)
+    except UnsafeFileError:
         return "unsafe"
-    except Exception as error:
+    except UnreadableFileError as error:
+        return str(error)
+    except Exception as error:  # a damaged safetensors file
         return f"{type(error).__name__}: {(str(error).strip().splitlines() or [''])[0]}"
     return None
-
-
-def _pickle_calls_code(file: str) -> bool:
-    """Whether a raw pickle stream imports or calls anything (scanned, never executed)."""
-    try:
-        with open(file, "rb") as f:
-            return any(op.name in _CALLING_OPCODES for op, _, _ in pickletools.genops(f))
-    except Exception:  # not a pickle stream at all
-        return False
-
-
-_CALLING_OPCODES = {"GLOBAL", "STACK_GLOBAL", "REDUCE", "INST", "OBJ", "NEWOBJ", "NEWOBJ_EX", "BUILD", "EXT1", "EXT2",
-                    "EXT4"}
 
 
 def load_checkpoint(accelerator: Accelerator, optimizer: torch.optim.Optimizer, path: str,
