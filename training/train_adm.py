@@ -115,7 +115,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             write_model_card(
                 output_dir, "adm_training", base_model=None, tags=["adm", "class-conditional", "image-generation"],
                 images=[image_grid(images, columns=min(len(images), 10))] if images else [],
-                repo_id=args.hub_model_id if args.push_to_hub else None, folder=args.output_dir, steps=run.global_step, args=args,
+                repo_id=args.hub_model_id if args.push_to_hub else None, folder=args.output_dir,
+                steps=run.global_step, args=args,
                 config=dict(model.config), parameters=sum(p.numel() for p in model.parameters()), class_names=names,
                 data=data_description(args, len(dataset)),
             )

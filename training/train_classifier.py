@@ -119,7 +119,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             write_model_card(
                 output_dir, "adm_classifier", base_model=args.pretrained_model_name_or_path,
                 tags=["adm", "noisy-classifier", "classifier-guidance"], steps=run.global_step, args=args,
-                repo_id=args.hub_model_id if args.push_to_hub else None, folder=args.output_dir, config=dict(model.config), class_names=names,
+                repo_id=args.hub_model_id if args.push_to_hub else None, folder=args.output_dir,
+                config=dict(model.config), class_names=names,
                 parameters=sum(p.numel() for p in model.parameters()), metrics=metrics, is_pipeline=base is not None,
                 scheduler_config=dict(scheduler.config), unet_card=unet_card,
             )

@@ -86,7 +86,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                       args.export_kohya)
             write_model_card(
                 output_dir, "lora", base_model=args.pretrained_model_name_or_path, tags=["lora", "text-to-image"],
-                images=images, repo_id=args.hub_model_id if args.push_to_hub else None, folder=args.output_dir, rank=args.rank,
+                images=images, repo_id=args.hub_model_id if args.push_to_hub else None, folder=args.output_dir,
+                rank=args.rank,
                 alpha=args.lora_alpha or args.rank, target_modules=list(UNET_TARGETS),
                 validation_prompt=args.validation_prompt, steps=run.global_step,
             )

@@ -175,7 +175,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             save_pipeline_folder(pipe, output_dir)
             write_model_card(
                 output_dir, "super_resolution", base_model=None, tags=["super-resolution", "cascaded-diffusion"],
-                images=images, repo_id=args.hub_model_id if args.push_to_hub else None, folder=args.output_dir, steps=run.global_step,
+                images=images, repo_id=args.hub_model_id if args.push_to_hub else None, folder=args.output_dir,
+                steps=run.global_step,
                 low_resolution=args.low_resolution, resolution=args.resolution, augmentation=args.augmentation,
                 data=args.train_data_dir or f"glyph world, {len(pairs)} aligned pairs", command=" ".join(sys.argv[1:] if argv is None else argv),
             )

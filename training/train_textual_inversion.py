@@ -104,7 +104,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             write_model_card(
                 output_dir, "textual_inversion", base_model=args.pretrained_model_name_or_path,
                 tags=["textual_inversion", "text-to-image"], images=images,
-                repo_id=args.hub_model_id if args.push_to_hub else None, folder=args.output_dir, placeholder_token=args.placeholder_token,
+                repo_id=args.hub_model_id if args.push_to_hub else None, folder=args.output_dir,
+                placeholder_token=args.placeholder_token,
                 initializer_token=args.initializer_token, num_vectors=args.num_vectors,
                 learnable_property=args.learnable_property, validation_prompt=args.validation_prompt,
                 steps=run.global_step,

@@ -163,7 +163,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             write_model_card(
                 output_dir, "unclip_decoder", base_model=None, tags=["unclip", "text-to-image", "image-variation"],
                 images=[image_grid(images, columns=min(len(images), 8))] if images else [],
-                repo_id=args.hub_model_id if args.push_to_hub else None, folder=args.output_dir, steps=run.global_step, args=args,
+                repo_id=args.hub_model_id if args.push_to_hub else None, folder=args.output_dir,
+                steps=run.global_step, args=args,
                 config=dict(model.config), parameters=sum(p.numel() for p in model.parameters()),
                 with_prior=bool(args.prior_model_path),
             )

@@ -116,7 +116,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                 json.dump(metrics, f, indent=2)
             write_model_card(
                 output_dir, "unclip_prior", base_model=args.clip_model_path, tags=["unclip", "diffusion-prior"],
-                repo_id=args.hub_model_id if args.push_to_hub else None, folder=args.output_dir, steps=run.global_step, metrics=metrics,
+                repo_id=args.hub_model_id if args.push_to_hub else None, folder=args.output_dir,
+                steps=run.global_step, metrics=metrics,
                 config=dict(model.config), num_images=args.num_images, condition_dropout=args.condition_dropout,
             )
     run.end()
