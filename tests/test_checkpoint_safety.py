@@ -82,16 +82,16 @@ def test_a_lost_rng_state_is_an_error_unless_inexact_resume_is_allowed(checkpoin
 
 
 @pytest.mark.parametrize("name, damage", [
-    ("model.safetensors", "truncate"), ("optimizer.bin", "random"), ("scheduler.bin", "truncate"),
-    ("custom_checkpoint_0.pkl", "random"), ("optimizer.bin", "delete"), ("model.safetensors", "delete"),
+    ("model.safetensors", "truncate"), ("optimizer.bin", "garbage"), ("scheduler.bin", "truncate"),
+    ("custom_checkpoint_0.pkl", "garbage"), ("optimizer.bin", "delete"), ("model.safetensors", "delete"),
     ("custom_checkpoint_1.pkl", "delete"),
 ])
 def test_damaged_or_missing_state_names_the_file(checkpoint, name, damage):
     path = checkpoint / name
     if damage == "truncate":
         path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-    elif damage == "random":
-        path.write_bytes(os.urandom(300))
+    elif damage == "garbage":
+        path.write_bytes(b"\x00 not a checkpoint " * 20)  # bytes no pickle opcode starts with
     else:
         path.unlink()
     expected = "is missing" if damage == "delete" else "is unreadable"
@@ -240,3 +240,13 @@ def test_checkpoint_removal_never_leaves_a_partial_folder_under_a_valid_name(tmp
         for folder in list_checkpoints(str(tmp_path / "run")):
             assert sorted(str(p.relative_to(folder)) for p in Path(folder).rglob("*")) == [
                 "model.safetensors", "optimizer.bin", "sub", "sub/x.bin"], (k, folder)
+
+
+def test_a_crafted_rng_state_is_refused_even_when_inexact_resume_is_allowed(checkpoint, tmp_path):
+    """--allow_inexact_resume skips an unreadable RNG state (accelerate then skips it too), never one that would run
+    code: accelerate would unpickle that one with weights_only=False."""
+    marker = tmp_path / "payload-ran"
+    (checkpoint / "random_states_0.pkl").write_bytes(pickle.dumps({"state": Payload(marker)}) + b"\x00truncated")
+    with pytest.raises(ValueError, match="random_states_0.pkl holds objects other than tensors"):
+        resume(checkpoint, "--allow_inexact_resume")
+    assert not marker.exists()

@@ -1,5 +1,6 @@
-"""Input checks every pipeline shares: each names the argument, the value received and what is allowed, so bad input
-is a ``TypeError``/``ValueError`` at the call, never a traceback from deep inside torch or a silent NaN image."""
+"""Input checks the pipelines, schedulers and training flags share: each names the argument, the value received and
+what is allowed, so bad input is a ``TypeError``/``ValueError`` at the call, never a traceback from deep inside torch
+or a silent NaN image."""
 
 from __future__ import annotations
 
@@ -43,8 +44,7 @@ def check_tensor_type(name: str, value: Any) -> None:
 
 def check_tensor(name: str, value: Any, ndim: int | None = None) -> None:
     """``value`` must be a finite tensor (with ``ndim`` dimensions)."""
-    if not isinstance(value, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    check_tensor_type(name, value)
     if ndim is not None and value.ndim != ndim:
         raise ValueError(f"{name} must have {ndim} dimensions, got shape {tuple(value.shape)}")
     if value.is_floating_point() and not torch.isfinite(value).all():
