@@ -33,16 +33,6 @@ from {module} import {name}  # noqa: F401
 '''
 
 
-# keyword arguments of DiffusionPipeline.from_pretrained that are not components
-_LOADING_OPTIONS = {
-    "cache_dir", "force_download", "proxies", "output_loading_info", "local_files_only", "token", "revision",
-    "from_flax", "custom_pipeline", "custom_revision", "provider", "sess_options", "device_map", "max_memory",
-    "offload_folder", "offload_state_dict", "low_cpu_mem_usage", "use_safetensors", "use_onnx", "variant", "dtype",
-    "torch_dtype", "trust_remote_code", "dduf_file", "load_connected_pipeline", "quantization_config",
-    "return_cached_folder", "mirror", "subfolder", "disable_mmap", "parallel_config",
-}
-
-
 class FolderPipelineMixin:
     """Mix into a ``DiffusionPipeline`` subclass (before it) so that ``<Class>.from_pretrained(folder)`` loads a folder
     written by :func:`save_pipeline_folder` *without* ``trust_remote_code``: when ``_class_name`` is
@@ -60,11 +50,14 @@ class FolderPipelineMixin:
         if looks_local and not Path(path).expanduser().is_dir():
             raise ValueError(f"pretrained_model_name_or_path {path!r} is not an existing folder (nor a Hub id "
                              "of the form 'owner/name')")
+        # a keyword that passes a component (a model, scheduler or tokenizer, or None to drop one) must name one of
+        # this pipeline's; loading options (revision=..., dtype=...) are left to diffusers
         expected = set(cls._get_signature_keys(cls)[0]) | set(cls._get_signature_keys(cls)[1])
-        unknown = sorted(k for k in kwargs if k not in expected and k not in _LOADING_OPTIONS)
+        unknown = sorted(k for k, value in kwargs.items()
+                         if k not in expected and (value is None or hasattr(value, "save_pretrained")))
         if unknown:
-            raise TypeError(f"{cls.__name__}.from_pretrained got {unknown}, which are neither its components "
-                            f"({sorted(expected)}) nor loading options")
+            raise TypeError(f"{cls.__name__}.from_pretrained got components {unknown}; its components are "
+                            f"{sorted(expected)}")
         pipeline = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
         for name, component in pipeline.components.items():
             if isinstance(component, torch.nn.Module):
@@ -169,4 +162,3 @@ def cast_for_storage(pipeline: DiffusionPipeline, dtype: torch.dtype) -> Diffusi
         elif isinstance(component, torch.nn.Module):
             component.to(dtype=torch.float32)
     return pipeline
-
