@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from diffusion_canon.data.glyphs import COLORS, load_glyphs
 from diffusion_canon.evaluation import cfid, load_glyph_classifier, predict_glyphs
-from diffusion_canon.models.clip_glyphs import encode_prompts
+from diffusion_canon.clip.encoding import encode_prompts
 from diffusion_canon.pipelines.pipeline_unclip import UnCLIPPipeline
 
 PALETTE = np.array(list(COLORS.values()), dtype=np.float32) / 255.0

@@ -24,7 +24,7 @@ def clip_folder(tmp_path_factory):
     from transformers import CLIPModel
 
     from diffusion_canon.data.tokenizer import build_glyph_tokenizer
-    from diffusion_canon.models.clip_glyphs import glyph_clip_config, glyph_clip_image_processor
+    from diffusion_canon.clip.glyph_clip import glyph_clip_config, glyph_clip_image_processor
 
     folder = tmp_path_factory.mktemp("clip")
     tokenizer = build_glyph_tokenizer(folder, model_max_length=24)

@@ -12,7 +12,7 @@ from scipy import ndimage
 
 from diffusion_canon.pipelines.pipeline_super_resolution import reverse_process
 from diffusion_canon.schedulers import ImprovedDDPMScheduler
-from diffusion_canon.training.augmentation import (
+from diffusion_canon.augmentation import (
     ConditioningAugmentation,
     gaussian_blur,
     gaussian_kernel,

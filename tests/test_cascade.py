@@ -14,7 +14,7 @@ from diffusion_canon.pipelines.pipeline_adm import ADMPipeline
 from diffusion_canon.pipelines.pipeline_cascade import CascadedPipeline
 from diffusion_canon.pipelines.pipeline_super_resolution import SuperResolutionPipeline
 from diffusion_canon.schedulers import ImprovedDDIMScheduler, ImprovedDDPMScheduler
-from diffusion_canon.training.augmentation import noise_conditioning
+from diffusion_canon.augmentation import noise_conditioning
 
 
 def tiny_base(side: int = 4, num_classes: int | None = 3) -> ADMUNet2DModel:

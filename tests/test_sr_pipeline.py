@@ -13,7 +13,7 @@ from diffusion_canon.models.sr_unet import SuperResolutionUNet2DModel
 from diffusion_canon.pipelines.hub import save_pipeline_folder
 from diffusion_canon.pipelines.pipeline_super_resolution import SuperResolutionPipeline
 from diffusion_canon.schedulers import ImprovedDDPMScheduler
-from diffusion_canon.training.augmentation import noise_conditioning
+from diffusion_canon.augmentation import noise_conditioning
 
 TINY = dict(model_channels=32, channel_mult=(1, 2), num_res_blocks=1, attention_downsample_factors=(2,))
 

@@ -9,7 +9,8 @@ from diffusers import DiffusionPipeline
 from transformers import CLIPTextConfig, CLIPTextModelWithProjection, CLIPVisionConfig, CLIPVisionModelWithProjection
 
 from diffusion_canon.data.tokenizer import build_glyph_tokenizer
-from diffusion_canon.models.clip_glyphs import encode_images, glyph_clip_config, glyph_clip_image_processor
+from diffusion_canon.clip.encoding import encode_images
+from diffusion_canon.clip.glyph_clip import glyph_clip_config, glyph_clip_image_processor
 from diffusion_canon.models.unclip_decoder import UnCLIPDecoderUNet2DModel
 from diffusion_canon.models.unclip_prior import UnCLIPPriorTransformer
 from diffusion_canon.pipelines.hub import save_pipeline_folder

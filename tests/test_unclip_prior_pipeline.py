@@ -6,7 +6,7 @@ from diffusers import DiffusionPipeline
 from transformers import CLIPTextConfig, CLIPTextModelWithProjection
 
 from diffusion_canon.data.tokenizer import build_glyph_tokenizer
-from diffusion_canon.models.clip_glyphs import glyph_clip_config
+from diffusion_canon.clip.glyph_clip import glyph_clip_config
 from diffusion_canon.models.unclip_prior import UnCLIPPriorTransformer
 from diffusion_canon.pipelines.hub import save_pipeline_folder
 from diffusion_canon.pipelines.pipeline_unclip_prior import UnCLIPPriorPipeline, default_prior_scheduler

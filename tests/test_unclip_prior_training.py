@@ -8,7 +8,8 @@ import torch
 from transformers import CLIPModel
 
 from diffusion_canon.data.glyphs import load_glyphs
-from diffusion_canon.models.clip_glyphs import encode_images, glyph_clip_image_processor
+from diffusion_canon.clip.encoding import encode_images
+from diffusion_canon.clip.glyph_clip import glyph_clip_image_processor
 from diffusion_canon.pipelines.pipeline_unclip_prior import UnCLIPPriorPipeline
 from script_helpers import load_script
 

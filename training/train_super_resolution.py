@@ -32,7 +32,7 @@ from diffusion_canon.pipelines.hub import save_pipeline_folder
 from diffusion_canon.pipelines.pipeline_super_resolution import SuperResolutionPipeline
 from diffusion_canon.schedulers import ImprovedDDPMScheduler
 from diffusion_canon.training import TrainingRun, parse_training_args, training_parser, write_model_card
-from diffusion_canon.training.augmentation import ConditioningAugmentation
+from diffusion_canon.augmentation import ConditioningAugmentation
 from diffusion_canon.training.losses import LOSS_TYPES, training_losses
 
 

@@ -28,7 +28,8 @@ from transformers import CLIPModel, CLIPTextModelWithProjection, CLIPTokenizer, 
 
 from diffusion_canon.data.glyphs import load_glyphs
 from diffusion_canon.finetune.data import ImageTransform
-from diffusion_canon.models.clip_glyphs import CLIPImageProcessor, encode_pairs
+from diffusion_canon.clip.encoding import encode_pairs
+from diffusion_canon.clip.glyph_clip import CLIPImageProcessor
 from diffusion_canon.models.unclip_decoder import UnCLIPDecoderUNet2DModel
 from diffusion_canon.pipelines.hub import cast_for_storage, save_pipeline_folder
 from diffusion_canon.pipelines.pipeline_unclip import UnCLIPPipeline, decoder_sample_loop

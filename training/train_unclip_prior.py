@@ -26,7 +26,8 @@ import torch.nn.functional as F
 from transformers import CLIPModel, CLIPTextModelWithProjection, CLIPTokenizer
 
 from diffusion_canon.data.glyphs import load_glyphs
-from diffusion_canon.models.clip_glyphs import CLIPImageProcessor, encode_pairs
+from diffusion_canon.clip.encoding import encode_pairs
+from diffusion_canon.clip.glyph_clip import CLIPImageProcessor
 from diffusion_canon.models.unclip_prior import UnCLIPPriorTransformer
 from diffusion_canon.pipelines.hub import save_pipeline_folder
 from diffusion_canon.pipelines.pipeline_unclip_prior import UnCLIPPriorPipeline, default_prior_scheduler

@@ -1,4 +1,4 @@
-"""``diffusion-canon train-clip``: its arguments; the work is :func:`diffusion_canon.unclip.clip_training.run`."""
+"""``diffusion-canon train-clip``: its arguments; the work is :func:`diffusion_canon.clip.training.run`."""
 
 from __future__ import annotations
 
@@ -31,6 +31,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ..unclip.clip_training import run
+    from ..clip.training import run
 
     return run(args)

@@ -2,7 +2,6 @@
 
 from .adm_classifier import ADMClassifierModel
 from .adm_unet import ADMUNet2DModel, ADMUNet2DOutput
-from .clip_glyphs import glyph_clip_config
 from .sr_unet import SuperResolutionUNet2DModel
 from .unclip_decoder import UnCLIPDecoderUNet2DModel
 from .unclip_prior import UnCLIPPriorOutput, UnCLIPPriorTransformer
@@ -15,5 +14,4 @@ __all__ = [
     "UnCLIPDecoderUNet2DModel",
     "UnCLIPPriorOutput",
     "UnCLIPPriorTransformer",
-    "glyph_clip_config",
 ]

@@ -33,7 +33,7 @@ from ..models.adm_unet import ADMUNet2DModel
 from ..models.sr_unet import SuperResolutionUNet2DModel
 from ..schedulers import ImprovedDDIMScheduler, ImprovedDDPMScheduler  # noqa: F401 (component loaders, see hub.py)
 from ..schedulers.improved_diffusion_base import ImprovedDiffusionScheduler
-from ..training.augmentation import gaussian_blur, levels_tensor
+from ..augmentation import gaussian_blur, levels_tensor
 from ..checks import check_augmentation, check_count, check_choice, check_flag, check_sampling
 from .hub import FolderPipelineMixin
 from .pipeline_adm import OUTPUT_TYPES, ADMPipeline, ClassLabels

@@ -23,7 +23,7 @@ from diffusers.image_processor import VaeImageProcessor
 from ..models.sr_unet import SuperResolutionUNet2DModel
 from ..schedulers import ImprovedDDIMScheduler, ImprovedDDPMScheduler  # noqa: F401 (component loaders, see hub.py)
 from ..schedulers.improved_diffusion_base import ImprovedDiffusionScheduler
-from ..training.augmentation import (
+from ..augmentation import (
     gaussian_blur,
     gaussian_kernel,
     levels_tensor,
@@ -86,7 +86,7 @@ def reverse_process(
     """Run ``scheduler.step`` over ``scheduler.timesteps`` (set beforehand) from ``latents``.
 
     ``predict(x_t [N, C, H, W], model_timestep [N]) → model output``. With ``stop_at=s`` the schedule must end at s
-    (see :func:`~diffusion_canon.training.augmentation.truncated_timesteps`) and the step *at* s is skipped, so the
+    (see :func:`~diffusion_canon.augmentation.truncated_timesteps`) and the step *at* s is skipped, so the
     result is the sample z_s at marginal level s rather than x_0. One ``randn`` per stochastic step.
     """
     timesteps = scheduler.timesteps
@@ -114,7 +114,7 @@ def prepare_schedule(
     stop_at: int | None = None,
 ) -> ImprovedDiffusionScheduler:
     """The pipeline's DDPM/DDIM scheduler with its inference schedule set; with ``stop_at=s`` the schedule is
-    truncated at s (:func:`~diffusion_canon.training.augmentation.truncated_timesteps`)."""
+    truncated at s (:func:`~diffusion_canon.augmentation.truncated_timesteps`)."""
     scheduler = pipeline.sampler(use_ddim)
     scheduler.set_timesteps(num_inference_steps=num_inference_steps, timestep_respacing=timestep_respacing)
     if stop_at is not None:

@@ -24,7 +24,8 @@ from diffusers import DiffusionPipeline, ModelMixin, SchedulerMixin  # noqa: F40
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
-from ..models.clip_glyphs import CLIPImageProcessor, encode_images, encode_prompts
+from ..clip.encoding import encode_images, encode_prompts
+from ..clip.glyph_clip import CLIPImageProcessor
 from ..models.unclip_decoder import UnCLIPDecoderUNet2DModel
 from ..models.unclip_prior import UnCLIPPriorTransformer
 from ..schedulers import ImprovedDDPMScheduler

@@ -23,7 +23,7 @@ from diffusers import DiffusionPipeline, ModelMixin, SchedulerMixin  # noqa: F40
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
-from ..models.clip_glyphs import encode_prompts
+from ..clip.encoding import encode_prompts
 from ..models.unclip_prior import UnCLIPPriorTransformer
 from ..schedulers import ImprovedDDPMScheduler
 from ..schedulers.improved_diffusion_base import ImprovedDiffusionScheduler

@@ -10,15 +10,9 @@ from PIL import Image, ImageDraw
 from transformers import CLIPModel, CLIPTextModelWithProjection, CLIPVisionModelWithProjection
 
 from diffusion_canon.data.tokenizer import build_glyph_tokenizer
-from diffusion_canon.models.clip_glyphs import (
-    encode_images,
-    encode_pairs,
-    encode_prompts,
-    glyph_clip_config,
-    glyph_clip_image_processor,
-    images_to_pixel_values,
-)
-from diffusion_canon.unclip.clip_training import text_to_image_retrieval, train_glyph_clip
+from diffusion_canon.clip.encoding import encode_images, encode_pairs, encode_prompts, images_to_pixel_values
+from diffusion_canon.clip.glyph_clip import glyph_clip_config, glyph_clip_image_processor
+from diffusion_canon.clip.training import text_to_image_retrieval, train_glyph_clip
 
 COLORS = {"red": (220, 30, 30), "green": (30, 170, 30), "blue": (30, 30, 220), "black": (0, 0, 0)}
 SHAPES = ("square", "circle", "bar")

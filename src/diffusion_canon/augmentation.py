@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from diffusers.utils.torch_utils import randn_tensor
 
-from ..schedulers.improved_diffusion_base import ImprovedDiffusionScheduler
+from .schedulers.improved_diffusion_base import ImprovedDiffusionScheduler
 
 
 def check_noise_level(noise_level: int | torch.Tensor, num_train_timesteps: int, name: str = "noise_level") -> None:

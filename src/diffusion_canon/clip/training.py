@@ -21,12 +21,8 @@ import torch
 from diffusers.optimization import get_cosine_schedule_with_warmup
 from transformers import CLIPModel
 
-from ..models.clip_glyphs import (
-    CLIPImageProcessor,
-    glyph_clip_config,
-    glyph_clip_image_processor,
-    images_to_pixel_values,
-)
+from .encoding import images_to_pixel_values
+from .glyph_clip import CLIPImageProcessor, glyph_clip_config, glyph_clip_image_processor
 
 
 def train_glyph_clip(
