@@ -1,12 +1,11 @@
 import argparse
 import re
 
-import numpy as np
 from PIL import Image
 
 from diffusion_canon import demo
 from diffusion_canon.commands import demo as demo_command
-from diffusion_canon.demo import DemoSection, image_grid, run_demo
+from diffusion_canon.demo import DemoSection, run_demo
 
 
 def tiny_section(output, pipelines):
@@ -54,10 +53,3 @@ def test_command_line(tmp_path, capsys):
     assert args.func(args) == 1
     assert parser.parse_args(["demo"]).output == "outputs/demo"
 
-
-def test_image_grid_layout():
-    tiles = [np.full((3, 3, 3), i * 40, np.uint8) for i in range(5)]
-    sheet = np.asarray(image_grid(tiles, columns=2, scale=2, gap=1))
-    assert sheet.shape == (3 * 7 + 1, 2 * 7 + 1, 3)
-    assert (sheet[1:7, 8:14] == 40).all() and (sheet[15:21, 1:7] == 160).all()
-    assert (sheet[15:21, 8:14] == 128).all()  # the empty sixth cell is background

@@ -17,10 +17,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 
-__all__ = ["SECTIONS", "DemoSection", "image_grid", "run_demo"]
+from .image_grid import image_grid
+
+__all__ = ["SECTIONS", "DemoSection", "run_demo"]
 
 SECTIONS: list[str] = [
     "diffusion_canon.demo:glyph_world_section",
@@ -76,18 +77,6 @@ def run_demo(output: str | Path = "outputs/demo", sections: Sequence[str] | None
     return index, failed
 
 
-def image_grid(images: Sequence[Image.Image | np.ndarray], columns: int, scale: int = 2, gap: int = 2) -> Image.Image:
-    """Tile equally sized images row by row on a grey canvas, each enlarged ``scale`` times (nearest neighbour)."""
-    tiles = [Image.fromarray(image) if isinstance(image, np.ndarray) else image.convert("RGB") for image in images]
-    width, height = tiles[0].width * scale, tiles[0].height * scale
-    rows = -(-len(tiles) // columns)
-    sheet = Image.new("RGB", (columns * (width + gap) + gap, rows * (height + gap) + gap), (128, 128, 128))
-    for i, tile in enumerate(tiles):
-        position = (gap + (i % columns) * (width + gap), gap + (i // columns) * (height + gap))
-        sheet.paste(tile.resize((width, height), Image.Resampling.NEAREST), position)
-    return sheet
-
-
 # ---- the glyph world ---------------------------------------------------------------------------------------------
 
 
@@ -102,12 +91,12 @@ def glyph_world_section(output: Path, pipelines: Path) -> DemoSection:
     ]
     image_grid(specimen, len(CHARACTERS), scale=1, gap=1).save(output / "glyph_fonts.png")
     train = load_glyphs(num_images=96, seed=0)
-    image_grid(train["image"], 12).save(output / "glyph_train.png")
+    image_grid(train["image"], 12, scale=2, gap=2).save(output / "glyph_train.png")
     held = load_glyphs(split="held_out", num_images=48, seed=0)
-    image_grid(held["image"], 12).save(output / "glyph_held_out.png")
+    image_grid(held["image"], 12, scale=2, gap=2).save(output / "glyph_held_out.png")
     pairs = load_glyphs(resolutions=(16, 64), num_images=8, seed=0)
     enlarged = [image.resize((64, 64), Image.Resampling.NEAREST) for image in pairs["image_16"]]
-    image_grid(enlarged + list(pairs["image_64"]), 8).save(output / "glyph_pairs.png")
+    image_grid(enlarged + list(pairs["image_64"]), 8, scale=2, gap=2).save(output / "glyph_pairs.png")
     font_rows = ", ".join(f"{font}/{style}" for font, style in rows)
     return DemoSection(
         title="The glyph world",

@@ -170,7 +170,7 @@ def sample_grid(folder: str, resolution: int, num_inference_steps: int) -> list:
     """Four samples from the saved (reloaded) pipeline, for the model card."""
     from diffusers import StableDiffusionPipeline
 
-    from ..training.validation import image_grid
+    from ..image_grid import image_grid
 
     pipeline = StableDiffusionPipeline.from_pretrained(folder, torch_dtype=torch.float32)
     pipeline.set_progress_bar_config(disable=True)

@@ -151,7 +151,8 @@ def fine_tuning_section(output: Path, pipelines: Path):
     LoRA of the held-out style, each as before/after grids from the same seeds."""
     import tempfile
 
-    from ..demo import DemoSection, image_grid
+    from ..demo import DemoSection
+    from ..image_grid import image_grid
 
     base_folder = pipelines / BASE_NAME
     base = load_pipeline(base_folder)
@@ -178,10 +179,10 @@ def fine_tuning_section(output: Path, pipelines: Path):
         rows["lora_after"] = per_character(pipe, "an outlined letter {}")
 
     blank = [Image.new("RGB", subject[0].size, "white")] * (16 - len(subject))
-    image_grid(subject + blank + rows["db_base"] + rows["db_False"] + rows["db_True"], 16, scale=3).save(
+    image_grid(subject + blank + rows["db_base"] + rows["db_False"] + rows["db_True"], 16, scale=3, gap=2).save(
         output / "dreambooth.png")
-    image_grid(style + rows["ti_before"] + rows["ti_after"], 8, scale=3).save(output / "textual_inversion.png")
-    image_grid(style + rows["lora_before"] + rows["lora_after"], 8, scale=3).save(output / "lora.png")
+    image_grid(style + rows["ti_before"] + rows["ti_after"], 8, scale=3, gap=2).save(output / "textual_inversion.png")
+    image_grid(style + rows["lora_before"] + rows["lora_after"], 8, scale=3, gap=2).save(output / "lora.png")
     return DemoSection(
         title="Fine-tuning the tiny SD base: DreamBooth, textual inversion, LoRA",
         description=(

@@ -101,21 +101,22 @@ def real_labels(count: int, selection: dict | None = None) -> list[int]:
 def adm_glyphs_section(output: Path, pipelines: Path, scales: Sequence[float] = (0.0, 1.0, 3.0, 10.0), steps: int = 25):
     """Demo section: a grid per class (4 samples of each digit, default scale) and a classifier-scale sweep (the same
     noise at every scale) with the class accuracy of each row."""
-    from ..demo import DemoSection, image_grid
+    from ..demo import DemoSection
+    from ..image_grid import image_grid
     from ..evaluation import class_accuracy
 
     pipe = load_default_pipeline(pipelines / PIPELINE_NAME)
     names = pipe.class_names
     images, labels = sample_per_class(pipe, 4, DEFAULT_DEMO_SCALE, steps, seed=0)
     by_class = [images[k * 4 + i] for i in range(4) for k in range(len(names))]
-    image_grid([(x * 255).round().astype(np.uint8) for x in by_class], len(names)).save(output / "adm_per_class.png")
+    image_grid(by_class, len(names), scale=2, gap=2).save(output / "adm_per_class.png")
 
     rows, table = [], [["classifier scale", "class accuracy (glyph classifier on ink_on_paper samples, 20 samples)"]]
     for scale in scales:
         sweep, sweep_labels = sample_per_class(pipe, 2, scale, steps, seed=1)
         rows.extend(sweep[0::2])  # one image per class and scale
         table.append([f"{scale:g}", f"{class_accuracy(ink_on_paper(sweep), [names[k] for k in sweep_labels]):.0%}"])
-    image_grid([(x * 255).round().astype(np.uint8) for x in rows], len(names)).save(output / "adm_scale_sweep.png")
+    image_grid(rows, len(names), scale=2, gap=2).save(output / "adm_scale_sweep.png")
     return DemoSection(
         title="ADM with classifier guidance on glyphs (pipelines/adm-glyphs-32)",
         description=(

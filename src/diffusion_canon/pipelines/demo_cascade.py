@@ -21,7 +21,8 @@ def load_default_cascade(path: str | Path) -> CascadedPipeline:
 
 def cascade_section(output: Path, pipelines: Path):
     from ..data.glyphs import load_glyphs
-    from ..demo import DemoSection, image_grid
+    from ..demo import DemoSection
+    from ..image_grid import image_grid
 
     pipe = load_default_cascade(pipelines / PIPELINE_NAME)
     low, high = pipe.sr_unet_1.config.low_res_sample_size, pipe.sr_unet_1.config.sample_size
@@ -30,12 +31,12 @@ def cascade_section(output: Path, pipelines: Path):
     upsampled = pipe.stages[0](pairs[f"image_{low}"], class_labels=list(pairs["label"]), num_inference_steps=25,
                                generator=torch.Generator().manual_seed(0)).images
     enlarge = lambda images: [image.resize((high, high), Image.Resampling.NEAREST) for image in images]  # noqa: E731
-    image_grid(enlarge(pairs[f"image_{low}"]) + upsampled + list(pairs[f"image_{high}"]), 10).save(
+    image_grid(enlarge(pairs[f"image_{low}"]) + upsampled + list(pairs[f"image_{high}"]), 10, scale=2, gap=2).save(
         output / "cascade_super_resolution.png")
     labels = [k % len(classes) for k in range(20)]
     out = pipe(class_labels=labels, num_inference_steps=25, generator=torch.Generator().manual_seed(0))
     image_grid(enlarge(out.stage_images[0][:10]) + out.images[:10] + enlarge(out.stage_images[0][10:])
-               + out.images[10:], 10).save(output / "cascade_samples.png")
+               + out.images[10:], 10, scale=2, gap=2).save(output / "cascade_samples.png")
     return DemoSection(
         title=f"Cascaded diffusion (Ho et al. 2021): {low}×{low} base → {high}×{high} super-resolution",
         description=(

@@ -31,19 +31,20 @@ def load_default_unclip(path: str | Path) -> UnCLIPPipeline:
 
 def unclip_section(output: Path, pipelines: Path):
     from ..data.glyphs import load_glyphs
-    from ..demo import DemoSection, image_grid
+    from ..demo import DemoSection
+    from ..image_grid import image_grid
 
     pipe = load_default_unclip(pipelines / PIPELINE_NAME)
     side = pipe.decoder.config.sample_size
     images = pipe(list(PROMPTS), num_images_per_prompt=2, generator=torch.Generator().manual_seed(0)).images
     # prompt-major: two samples per prompt; show each prompt's pair as a column
-    image_grid(images[0::2] + images[1::2], len(PROMPTS), scale=4).save(output / "unclip_prompts.png")
+    image_grid(images[0::2] + images[1::2], len(PROMPTS), scale=4, gap=2).save(output / "unclip_prompts.png")
 
     sources = load_glyphs(seed=5, split="test", num_images=6)["image"]
     variations = pipe.variations(list(sources), num_images_per_image=3,
                                  generator=torch.Generator().manual_seed(0)).images
     shown = [image.resize((side, side), Image.Resampling.LANCZOS) for image in sources]
-    image_grid(shown + variations[0::3] + variations[1::3] + variations[2::3], len(sources), scale=4).save(
+    image_grid(shown + variations[0::3] + variations[1::3] + variations[2::3], len(sources), scale=4, gap=2).save(
         output / "unclip_variations.png")
     return DemoSection(
         title="unCLIP (Ramesh et al. 2022): text → CLIP image embedding → image",

@@ -19,7 +19,8 @@ from .checkpointing import TrainingProgress, list_checkpoints, resolve_checkpoin
 from .hub import push_to_hub
 from .model_card import write_model_card
 from .run import TrainingRun, weight_dtype
-from .validation import image_grid, save_validation_images
+from ..image_grid import image_grid  # the one grid of the package, re-exported for the training scripts
+from .validation import save_validation_images
 
 __all__ = [
     "TrainingProgress",

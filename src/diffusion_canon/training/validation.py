@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Sequence
 
@@ -10,18 +9,7 @@ import numpy as np
 from accelerate import Accelerator
 from PIL import Image
 
-
-def image_grid(images: Sequence[Image.Image], columns: int | None = None) -> Image.Image:
-    """Tile equally sized PIL images row by row (``columns`` defaults to ceil(sqrt(n)))."""
-    if not images:
-        raise ValueError("image_grid needs at least one image, got an empty list")
-    columns = columns or math.ceil(math.sqrt(len(images)))
-    rows = math.ceil(len(images) / columns)
-    width, height = images[0].size
-    grid = Image.new("RGB", (columns * width, rows * height), "white")
-    for i, image in enumerate(images):
-        grid.paste(image.convert("RGB"), ((i % columns) * width, (i // columns) * height))
-    return grid
+from ..image_grid import image_grid
 
 
 def save_validation_images(
