@@ -24,7 +24,7 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from diffusers.models.attention_processor import Attention
+from diffusers.models.attention_processor import Attention, AttnAddedKVProcessor2_0
 from diffusers.models.downsampling import Downsample2D
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from diffusers.models.resnet import ResnetBlock2D
@@ -94,8 +94,12 @@ def resnet_block(
     )
 
 
-def attention_block(channels: int, heads: int) -> Attention:
-    """Spatial self-attention over ``H·W`` positions with ``heads`` heads of ``channels // heads`` channels."""
+def attention_block(channels: int, heads: int, context_dim: int | None = None) -> Attention:
+    """Spatial self-attention over ``H·W`` positions with ``heads`` heads of ``channels // heads`` channels.
+
+    With ``context_dim`` the block also attends to context tokens ``[N, S, context_dim]`` through keys and values of
+    its own (GLIDE's ``encoder_kv``): diffusers' ``added_kv_proj_dim`` with ``AttnAddedKVProcessor2_0`` computes
+    softmax(q·[k_ctx ; k_x]ᵀ/√d)·[v_ctx ; v_x]."""
     if channels % heads:
         raise ValueError(f"attention over {channels} channels cannot be split into {heads} heads")
     return Attention(
@@ -107,7 +111,16 @@ def attention_block(channels: int, heads: int) -> Attention:
         residual_connection=True,
         bias=True,
         upcast_softmax=True,
+        added_kv_proj_dim=context_dim,
+        processor=AttnAddedKVProcessor2_0() if context_dim else None,
     )
+
+
+def attend(attention: Attention, hidden_states: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
+    """Self-attention, over the context tokens too when they are given."""
+    if context is None:
+        return attention(hidden_states)
+    return attention(hidden_states, encoder_hidden_states=context)
 
 
 def heads_for(channels: int, num_heads: int, num_head_channels: int | None) -> int:
@@ -135,11 +148,13 @@ class ADMBlock(nn.Module):
         self.attention = attention
         self.resample = resample
 
-    def forward(self, hidden_states: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, hidden_states: torch.Tensor, temb: torch.Tensor, context: torch.Tensor | None = None
+    ) -> torch.Tensor:
         if self.resnet is not None:
             hidden_states = self.resnet(hidden_states, temb)
         if self.attention is not None:
-            hidden_states = self.attention(hidden_states)
+            hidden_states = attend(self.attention, hidden_states, context)
         if isinstance(self.resample, ResnetBlock2D):
             hidden_states = self.resample(hidden_states, temb)
         elif self.resample is not None:
@@ -150,15 +165,18 @@ class ADMBlock(nn.Module):
 class ADMMidBlock(nn.Module):
     """The reference ``middle_block``: residual block → attention → residual block, at constant width."""
 
-    def __init__(self, channels: int, temb_channels: int, dropout: float, use_scale_shift_norm: bool, heads: int):
+    def __init__(self, channels: int, temb_channels: int, dropout: float, use_scale_shift_norm: bool, heads: int,
+                 context_dim: int | None = None):
         super().__init__()
         self.resnet_1 = resnet_block(channels, channels, temb_channels, dropout, use_scale_shift_norm)
-        self.attention = attention_block(channels, heads)
+        self.attention = attention_block(channels, heads, context_dim)
         self.resnet_2 = resnet_block(channels, channels, temb_channels, dropout, use_scale_shift_norm)
 
-    def forward(self, hidden_states: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, hidden_states: torch.Tensor, temb: torch.Tensor, context: torch.Tensor | None = None
+    ) -> torch.Tensor:
         hidden_states = self.resnet_1(hidden_states, temb)
-        hidden_states = self.attention(hidden_states)
+        hidden_states = attend(self.attention, hidden_states, context)
         return self.resnet_2(hidden_states, temb)
 
 
@@ -167,78 +185,87 @@ def level_channels(model_channels: int, channel_mult: Sequence[float]) -> list[i
     return [int(mult * model_channels) for mult in channel_mult]
 
 
-def build_trunk(
-    model: nn.Module,
-    *,
-    in_channels: int,
-    model_channels: int,
-    channel_mult: Sequence[float],
-    num_res_blocks: int,
-    attention_downsample_factors: Sequence[int],
-    dropout: float,
-    num_heads: int,
-    num_head_channels: int | None,
-    use_scale_shift_norm: bool,
-    resblock_updown: bool,
-    conv_resample: bool,
-) -> tuple[list[int], int]:
-    """Give ``model`` the part the U-Net and the classifier share: ``time_proj``/``time_embedding`` (sinusoids →
-    Linear → SiLU → Linear, width 4·model_channels), ``conv_in``, ``down_blocks`` (the reference's ``input_blocks``
-    after the first convolution) and ``mid_block``.
+class ADMTrunk:
+    """The part the ADM U-Net and the ADM classifier share, mixed into both models (which are ``nn.Module`` s):
+    ``time_proj``/``time_embedding`` (sinusoids → Linear → SiLU → Linear, width 4·model_channels), ``conv_in``,
+    ``down_blocks`` (the reference's ``input_blocks`` after the first convolution) and ``mid_block``."""
 
-    Per level: ``num_res_blocks`` residual blocks (each followed by attention when the level's downsample factor is in
-    ``attention_downsample_factors``), then, except at the last level, a ×½ resampler.
+    def build_trunk(
+        self,
+        *,
+        in_channels: int,
+        model_channels: int,
+        channel_mult: Sequence[float],
+        num_res_blocks: int,
+        attention_downsample_factors: Sequence[int],
+        dropout: float,
+        num_heads: int,
+        num_head_channels: int | None,
+        use_scale_shift_norm: bool,
+        resblock_updown: bool,
+        conv_resample: bool,
+        context_dim: int | None = None,
+    ) -> tuple[list[int], int]:
+        """Create the shared modules. Per level: ``num_res_blocks`` residual blocks (each followed by attention when
+        the level's downsample factor is in ``attention_downsample_factors``; over context tokens too with
+        ``context_dim``), then, except at the last level, a ×½ resampler.
 
-    Returns ``(stage_channels, downsample_factor)``: the channel count of every encoder stage output (``conv_in``'s
-    first; the decoder's skip connections) and the total downsampling factor at the bottom.
-    """
-    temb_channels = 4 * model_channels
-    model.time_proj = Timesteps(model_channels, flip_sin_to_cos=True, downscale_freq_shift=0)
-    model.time_embedding = TimestepEmbedding(model_channels, temb_channels)
-    widths = level_channels(model_channels, channel_mult)
-    model.conv_in = nn.Conv2d(in_channels, widths[0], kernel_size=3, padding=1)
-    channels = widths[0]
-    stage_channels = [channels]
-    model.down_blocks = nn.ModuleList()
-    factor = 1
-    for level, width in enumerate(widths):
-        for _ in range(num_res_blocks):
-            resnet = resnet_block(channels, width, temb_channels, dropout, use_scale_shift_norm)
-            channels = width
-            attention = None
-            if factor in attention_downsample_factors:
-                attention = attention_block(channels, heads_for(channels, num_heads, num_head_channels))
-            model.down_blocks.append(ADMBlock(resnet=resnet, attention=attention))
-            stage_channels.append(channels)
-        if level != len(widths) - 1:
-            if resblock_updown:
-                resample = resnet_block(channels, channels, temb_channels, dropout, use_scale_shift_norm, down=True)
-            else:
-                resample = Downsample2D(channels, use_conv=conv_resample, padding=1, name="op")
-            model.down_blocks.append(ADMBlock(resample=resample))
-            stage_channels.append(channels)
-            factor *= 2
-    model.mid_block = ADMMidBlock(
-        channels, temb_channels, dropout, use_scale_shift_norm, heads_for(channels, num_heads, num_head_channels)
-    )
-    return stage_channels, factor
+        Returns ``(stage_channels, downsample_factor)``: the channel count of every encoder stage output
+        (``conv_in``'s first; the decoder's skip connections) and the total downsampling factor at the bottom.
+        """
+        temb_channels = 4 * model_channels
+        self.time_proj = Timesteps(model_channels, flip_sin_to_cos=True, downscale_freq_shift=0)
+        self.time_embedding = TimestepEmbedding(model_channels, temb_channels)
+        widths = level_channels(model_channels, channel_mult)
+        self.conv_in = nn.Conv2d(in_channels, widths[0], kernel_size=3, padding=1)
+        channels = widths[0]
+        stage_channels = [channels]
+        self.down_blocks = nn.ModuleList()
+        factor = 1
+        for level, width in enumerate(widths):
+            for _ in range(num_res_blocks):
+                resnet = resnet_block(channels, width, temb_channels, dropout, use_scale_shift_norm)
+                channels = width
+                attention = None
+                if factor in attention_downsample_factors:
+                    heads = heads_for(channels, num_heads, num_head_channels)
+                    attention = attention_block(channels, heads, context_dim)
+                self.down_blocks.append(ADMBlock(resnet=resnet, attention=attention))
+                stage_channels.append(channels)
+            if level != len(widths) - 1:
+                if resblock_updown:
+                    resample = resnet_block(channels, channels, temb_channels, dropout, use_scale_shift_norm, down=True)
+                else:
+                    resample = Downsample2D(channels, use_conv=conv_resample, padding=1, name="op")
+                self.down_blocks.append(ADMBlock(resample=resample))
+                stage_channels.append(channels)
+                factor *= 2
+        heads = heads_for(channels, num_heads, num_head_channels)
+        self.mid_block = ADMMidBlock(channels, temb_channels, dropout, use_scale_shift_norm, heads, context_dim)
+        return stage_channels, factor
 
+    def embed_timesteps(self, timestep: torch.Tensor | float | int, sample: torch.Tensor) -> torch.Tensor:
+        """``[N, 4·model_channels]`` embedding of a scalar or ``[N]`` timestep (int, or float when rescaled)."""
+        timesteps = broadcast_timesteps(timestep, sample.shape[0], sample.device)
+        return self.time_embedding(self.time_proj(timesteps).to(self.dtype))
 
-def embed_timesteps(model: nn.Module, timestep: torch.Tensor | float | int, sample: torch.Tensor) -> torch.Tensor:
-    """``[N, 4·model_channels]`` embedding of a scalar or ``[N]`` timestep (int, or float when rescaled)."""
-    timesteps = broadcast_timesteps(timestep, sample.shape[0], sample.device)
-    return model.time_embedding(model.time_proj(timesteps).to(model.dtype))
+    def run_trunk(
+        self, sample: torch.Tensor, temb: torch.Tensor, context: torch.Tensor | None = None
+    ) -> list[torch.Tensor]:
+        """Every encoder stage's output (``conv_in``'s first), then the middle block's output last."""
+        hidden_states = self.conv_in(sample.to(self.dtype))
+        states = [hidden_states]
+        for block in self.down_blocks:
+            hidden_states = self.run_block(block, hidden_states, temb, context)
+            states.append(hidden_states)
+        states.append(self.run_block(self.mid_block, hidden_states, temb, context))
+        return states
 
-
-def run_trunk(model: nn.Module, sample: torch.Tensor, temb: torch.Tensor) -> list[torch.Tensor]:
-    """Every encoder stage's output (``conv_in``'s first), then the middle block's output last."""
-    hidden_states = model.conv_in(sample.to(model.dtype))
-    states = [hidden_states]
-    for block in model.down_blocks:
-        hidden_states = run_block(model, block, hidden_states, temb)
-        states.append(hidden_states)
-    states.append(run_block(model, model.mid_block, hidden_states, temb))
-    return states
+    def run_block(self, block: nn.Module, *args: torch.Tensor | None) -> torch.Tensor:
+        """``block(*args)``, through gradient checkpointing when it is enabled and grads are on."""
+        if torch.is_grad_enabled() and getattr(self, "gradient_checkpointing", False):
+            return self._gradient_checkpointing_func(block, *args)
+        return block(*args)
 
 
 def upsampler(
@@ -254,12 +281,6 @@ def upsampler(
         return resnet_block(channels, channels, temb_channels, dropout, use_scale_shift_norm, up=True)
     return Upsample2D(channels, use_conv=conv_resample)
 
-
-def run_block(owner: nn.Module, block: nn.Module, *args: torch.Tensor) -> torch.Tensor:
-    """``block(*args)``, through ``owner``'s gradient-checkpointing function when it is enabled and grads are on."""
-    if torch.is_grad_enabled() and getattr(owner, "gradient_checkpointing", False):
-        return owner._gradient_checkpointing_func(block, *args)
-    return block(*args)
 
 
 def broadcast_timesteps(timestep: torch.Tensor | float | int, batch_size: int, device: torch.device) -> torch.Tensor:

@@ -4,11 +4,13 @@ the encoder half of the ADM U-Net followed by a pooling head."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
+from diffusers.utils import BaseOutput
 from torch import nn
 
 from .config_types import CheckedConfigMixin
@@ -16,11 +18,9 @@ from .config_types import CheckedConfigMixin
 from .adm_blocks import (
     NORM_EPS,
     NORM_GROUPS,
-    build_trunk,
-    embed_timesteps,
+    ADMTrunk,
     float32_group_norms,
     heads_for,
-    run_trunk,
     zero_output_layers,
 )
 
@@ -54,7 +54,14 @@ class AttentionPool2d(nn.Module):
         return self.c_proj(pooled.transpose(1, 2).reshape(batch, channels))
 
 
-class ADMClassifierModel(CheckedConfigMixin, ModelMixin, ConfigMixin):
+@dataclass
+class ADMClassifierOutput(BaseOutput):
+    """``logits``: ``[N, num_classes]``, log p_φ(y | x_t, t) up to a constant."""
+
+    logits: torch.Tensor
+
+
+class ADMClassifierModel(ADMTrunk, CheckedConfigMixin, ModelMixin, ConfigMixin):
     r"""The noisy-image classifier: ``logits = f_φ(x_t, t)``; guidance uses ``∇_{x_t} log softmax(logits)_y``.
 
     Args:
@@ -103,8 +110,7 @@ class ADMClassifierModel(CheckedConfigMixin, ModelMixin, ConfigMixin):
         if class_names is not None and len(class_names) != num_classes:
             raise ValueError(f"class_names must list exactly num_classes={num_classes} names, got {len(class_names)}")
         self.gradient_checkpointing = False
-        stage_channels, factor = build_trunk(
-            self,
+        stage_channels, factor = self.build_trunk(
             in_channels=in_channels,
             model_channels=model_channels,
             channel_mult=channel_mult,
@@ -139,12 +145,28 @@ class ADMClassifierModel(CheckedConfigMixin, ModelMixin, ConfigMixin):
         zero_output_layers(self)
         float32_group_norms(self)
 
-    def forward(self, sample: torch.Tensor, timestep: torch.Tensor | float | int) -> torch.Tensor:
-        """``sample``: ``[N, C, H, W]`` noisy images; ``timestep``: ``[N]`` or scalar. Returns logits ``[N, K]``."""
-        states = run_trunk(self, sample, embed_timesteps(self, timestep, sample))
+    def forward(
+        self, sample: torch.Tensor, timestep: torch.Tensor | float | int, return_dict: bool = True
+    ) -> ADMClassifierOutput | tuple[torch.Tensor]:
+        """Args:
+            sample: noisy images ``x_t``, ``[N, C, H, W]``.
+            timestep: ``[N]`` or scalar, as the classifier was trained (``scheduler.model_timestep``).
+            return_dict: return an :class:`ADMClassifierOutput` (else a tuple).
+
+        Returns:
+            :class:`ADMClassifierOutput` with ``logits`` ``[N, num_classes]``.
+        """
+        logits = self.head(self.features(sample, timestep))
+        if not return_dict:
+            return (logits,)
+        return ADMClassifierOutput(logits=logits)
+
+    def features(self, sample: torch.Tensor, timestep: torch.Tensor | float | int) -> torch.Tensor:
+        """What the head reads: the pooled trunk output (or, for ``"attention"``, the normalised feature map)."""
+        states = self.run_trunk(sample, self.embed_timesteps(timestep, sample))
         if self.config.pool.startswith("spatial"):
-            return self.head(torch.cat([state.mean(dim=(2, 3)) for state in states], dim=-1))
+            return torch.cat([state.mean(dim=(2, 3)) for state in states], dim=-1)
         hidden_states = self.act_out(self.norm_out(states[-1]))
         if self.config.pool == "adaptive":
-            return self.head(hidden_states.mean(dim=(2, 3)))
-        return self.head(hidden_states)
+            return hidden_states.mean(dim=(2, 3))
+        return hidden_states

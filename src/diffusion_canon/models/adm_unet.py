@@ -25,15 +25,12 @@ from .adm_blocks import (
     NORM_EPS,
     NORM_GROUPS,
     ADMBlock,
+    ADMTrunk,
     attention_block,
-    build_trunk,
-    embed_timesteps,
     float32_group_norms,
     heads_for,
     level_channels,
     resnet_block,
-    run_block,
-    run_trunk,
     upsampler,
     zero_output_layers,
 )
@@ -47,7 +44,7 @@ class ADMUNet2DOutput(BaseOutput):
     sample: torch.Tensor
 
 
-class ADMUNet2DModel(CheckedConfigMixin, ModelMixin, ConfigMixin):
+class ADMUNet2DModel(ADMTrunk, CheckedConfigMixin, ModelMixin, ConfigMixin):
     r"""The ADM U-Net, ``ε_θ(x_t, t, y)``.
 
     Args:
@@ -73,6 +70,8 @@ class ADMUNet2DModel(CheckedConfigMixin, ModelMixin, ConfigMixin):
         low_res_channels: super-resolution models: channels of a low-resolution image that is bilinearly upsampled to
             the sample's size and concatenated to it (the first convolution sees ``in_channels + low_res_channels``).
         class_names: optional human-readable name per class index (pipelines accept these names as labels).
+        context_dim: every attention block also attends to context tokens ``[N, S, context_dim]`` (``context`` in
+            :meth:`body`; GLIDE's ``encoder_kv``), through keys and values of its own; ``None`` = self-attention only.
 
     ``forward(sample [N, C, H, W], timestep [N] or scalar, class_labels [N] | None) → [N, out_channels, H, W]``.
     Gradient checkpointing (``enable_gradient_checkpointing()``) wraps every block; GroupNorm runs in float32 so the
@@ -102,6 +101,7 @@ class ADMUNet2DModel(CheckedConfigMixin, ModelMixin, ConfigMixin):
         resblock_updown: bool = False,
         low_res_channels: int = 0,
         class_names: Sequence[str] | None = None,
+        context_dim: int | None = None,
     ):
         super().__init__()
         if class_names is not None and (num_classes is None or len(class_names) != num_classes):
@@ -110,8 +110,7 @@ class ADMUNet2DModel(CheckedConfigMixin, ModelMixin, ConfigMixin):
             raise ValueError("null_class_embedding=True needs num_classes")
         self.gradient_checkpointing = False
         temb_channels = 4 * model_channels
-        skip_channels, factor = build_trunk(
-            self,
+        skip_channels, factor = self.build_trunk(
             in_channels=in_channels + low_res_channels,
             model_channels=model_channels,
             channel_mult=channel_mult,
@@ -123,6 +122,7 @@ class ADMUNet2DModel(CheckedConfigMixin, ModelMixin, ConfigMixin):
             use_scale_shift_norm=use_scale_shift_norm,
             resblock_updown=resblock_updown,
             conv_resample=conv_resample,
+            context_dim=context_dim,
         )
         self.class_embedding = (
             nn.Embedding(num_classes + int(null_class_embedding), temb_channels) if num_classes is not None else None
@@ -140,7 +140,8 @@ class ADMUNet2DModel(CheckedConfigMixin, ModelMixin, ConfigMixin):
                 channels = widths[level]
                 block = ADMBlock(resnet=resnet)
                 if factor in attention_downsample_factors:
-                    block.attention = attention_block(channels, heads_for(channels, decoder_heads, num_head_channels))
+                    heads = heads_for(channels, decoder_heads, num_head_channels)
+                    block.attention = attention_block(channels, heads, context_dim)
                 if level and index == num_res_blocks:
                     block.resample = upsampler(
                         channels, temb_channels, dropout, use_scale_shift_norm, resblock_updown, conv_resample
@@ -171,36 +172,56 @@ class ADMUNet2DModel(CheckedConfigMixin, ModelMixin, ConfigMixin):
             class_labels: ``[N]`` int64 class indices (``num_classes`` = "no class" with ``null_class_embedding``);
                 required exactly when the model is class-conditional.
             low_res: super-resolution models only: ``[N, low_res_channels, h, w]``, upsampled bilinearly to ``H×W``.
-        """
-        config = self.config
-        if (class_labels is None) != (config.num_classes is None):
-            raise ValueError(
-                "class_labels must be given exactly when the model is class-conditional "
-                f"(num_classes={config.num_classes}, got class_labels={'None' if class_labels is None else 'a tensor'})"
-            )
-        if (low_res is None) != (config.low_res_channels == 0):
-            raise ValueError(
-                f"low_res must be given exactly when low_res_channels > 0 (it is {config.low_res_channels})"
-            )
-        if low_res is not None:
-            upsampled = F.interpolate(low_res, size=sample.shape[-2:], mode="bilinear")
-            sample = torch.cat([sample, upsampled], dim=1)
+            return_dict: return an :class:`ADMUNet2DOutput` (else a tuple).
 
-        temb = embed_timesteps(self, timestep, sample)
-        if self.class_embedding is not None:
-            temb = temb + self.class_embedding(class_labels.to(sample.device)).to(temb.dtype)
-        output = self.body(sample, temb)
+        Returns:
+            :class:`ADMUNet2DOutput` with ``sample`` ``[N, out_channels, H, W]``.
+        """
+        temb = self.embed_timesteps(timestep, sample) + self.class_embedding_of(class_labels, sample)
+        output = self.body(self.with_low_res(sample, low_res), temb)
         if not return_dict:
             return (output,)
         return ADMUNet2DOutput(sample=output)
 
-    def body(self, sample: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
-        """The network after the embeddings: ``[N, in_channels + low_res_channels, H, W]`` (already concatenated) and
-        ``temb`` ``[N, 4·model_channels]`` → ``[N, out_channels, H, W]``. Subclasses that embed more conditioning
-        (e.g. an augmentation level) reuse it."""
-        skips = run_trunk(self, sample, temb)
+    def class_embedding_of(self, class_labels: torch.Tensor | None, sample: torch.Tensor) -> torch.Tensor | float:
+        """The class embedding to add to the timestep embedding (0 for unconditional models); ``ValueError`` unless
+        labels are given exactly when the model is class-conditional."""
+        num_classes = self.config.get("num_classes")
+        if (class_labels is None) != (num_classes is None):
+            raise ValueError(
+                "class_labels must be given exactly when the model is class-conditional "
+                f"(num_classes={num_classes}, got class_labels={'None' if class_labels is None else 'a tensor'})"
+            )
+        if class_labels is None:
+            return 0.0
+        return self.class_embedding(class_labels.to(sample.device)).to(self.dtype)
+
+    def with_low_res(self, sample: torch.Tensor, low_res: torch.Tensor | None) -> torch.Tensor:
+        """``sample`` with the low-resolution conditioning, upsampled bilinearly to its size, concatenated as extra
+        channels (guided-diffusion's ``SuperResModel``); ``ValueError`` unless given exactly when
+        ``low_res_channels > 0``."""
+        channels = self.config.get("low_res_channels", 0)
+        if (low_res is None) != (channels == 0):
+            raise ValueError(f"low_res must be given exactly when low_res_channels > 0 (it is {channels})")
+        if low_res is None:
+            return sample
+        if low_res.ndim != 4 or low_res.shape[:2] != (sample.shape[0], channels):
+            raise ValueError(
+                f"low_res has shape {tuple(low_res.shape)}, expected [{sample.shape[0]}, {channels}, h, w]"
+            )
+        upsampled = F.interpolate(low_res.to(sample.dtype), size=sample.shape[-2:], mode="bilinear")
+        return torch.cat([sample, upsampled], dim=1)
+
+    def body(self, sample: torch.Tensor, temb: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        """The network after the embeddings, shared by every ADM U-Net: ``[N, in_channels + low_res_channels, H, W]``
+        (already concatenated), ``temb`` ``[N, 4·model_channels]`` and, for ``context_dim`` models, the context
+        tokens ``[N, S, context_dim]`` → ``[N, out_channels, H, W]``."""
+        if (context is None) != (self.config.get("context_dim") is None):
+            raise ValueError(f"context must be given exactly when context_dim is set (it is "
+                             f"{self.config.get('context_dim')})")
+        skips = self.run_trunk(sample, temb, context)
         hidden_states = skips.pop()
         for block in self.up_blocks:
             hidden_states = torch.cat([hidden_states, skips.pop()], dim=1)
-            hidden_states = run_block(self, block, hidden_states, temb)
+            hidden_states = self.run_block(block, hidden_states, temb, context)
         return self.conv_out(self.conv_act(self.conv_norm_out(hidden_states)))

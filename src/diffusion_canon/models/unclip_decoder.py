@@ -21,55 +21,18 @@ learned null text tokens. The output is ε and, with ``out_channels = 2C``, the 
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Sequence
-
 import torch
 from diffusers.configuration_utils import register_to_config
-from diffusers.models.attention_processor import Attention, AttnAddedKVProcessor2_0
 from diffusers.models.modeling_utils import ModelMixin  # noqa: F401 (diffusers finds the loader base here)
-from diffusers.models.resnet import ResnetBlock2D
 from torch import nn
 
-from .adm_blocks import ADMMidBlock, embed_timesteps, float32_group_norms, run_block, zero_output_layers
 from .adm_unet import ADMUNet2DModel, ADMUNet2DOutput
+from .config_types import extends_config
 
-
-def with_context(attention: Attention, context_dim: int) -> Attention:
-    """The same self-attention block plus keys/values projected from ``context_dim``-wide context tokens."""
-    inner = attention.inner_dim
-    return Attention(
-        query_dim=attention.query_dim,
-        heads=attention.heads,
-        dim_head=inner // attention.heads,
-        norm_num_groups=attention.group_norm.num_groups,
-        eps=attention.group_norm.eps,
-        residual_connection=True,
-        bias=True,
-        upcast_softmax=True,
-        added_kv_proj_dim=context_dim,
-        processor=AttnAddedKVProcessor2_0(),
-    )
-
-
-def conditioned_block(
-    block: nn.Module, hidden_states: torch.Tensor, temb: torch.Tensor, context: torch.Tensor
-) -> torch.Tensor:
-    """One ADM block (:class:`ADMBlock` or :class:`ADMMidBlock`) whose attention also attends to ``context``
-    ``[N, S, context_dim]``; the same order of residual block, attention and resampler as the plain U-Net."""
-    if isinstance(block, ADMMidBlock):
-        hidden_states = block.resnet_1(hidden_states, temb)
-        hidden_states = block.attention(hidden_states, encoder_hidden_states=context)
-        return block.resnet_2(hidden_states, temb)
-    if block.resnet is not None:
-        hidden_states = block.resnet(hidden_states, temb)
-    if block.attention is not None:
-        hidden_states = block.attention(hidden_states, encoder_hidden_states=context)
-    if isinstance(block.resample, ResnetBlock2D):  # BigGAN-style up/down residual block
-        hidden_states = block.resample(hidden_states, temb)
-    elif block.resample is not None:
-        hidden_states = block.resample(hidden_states)
-    return hidden_states
+DECODER_DEFAULTS = dict(out_channels=6, model_channels=64, channel_mult=(1, 2, 2), num_head_channels=32,
+                        use_scale_shift_norm=True, resblock_updown=True, context_dim=128)
+# the U-Net's class and low-resolution inputs do not exist here: unCLIP's decoder is conditioned on z_i and the caption
+NOT_DECODER_FIELDS = ("num_classes", "null_class_embedding", "low_res_channels", "class_names")
 
 
 class UnCLIPDecoderUNet2DModel(ADMUNet2DModel):
@@ -78,78 +41,54 @@ class UnCLIPDecoderUNet2DModel(ADMUNet2DModel):
     Args:
         embedding_dim: D, the CLIP projection dim of the image embeddings.
         num_context_tokens: extra context tokens projected from the image embedding (4 in the paper).
-        context_dim: width of the context tokens (the attention blocks project them to their own width).
         text_hidden_size: H, the CLIP text encoder's hidden size; 0 = no text conditioning.
         num_text_tokens: L, the text sequence length (the tokenizer's ``model_max_length``); 0 with
             ``text_hidden_size=0``.
         normalize_image_embeds: feed √D·z/‖z‖ instead of z (see the module docstring).
-        every other argument: as :class:`~diffusion_canon.models.adm_unet.ADMUNet2DModel` (no class labels, no
-            low-resolution input); at least one level needs attention, since that is where the context enters.
+        every field of :class:`~diffusion_canon.models.adm_unet.ADMUNet2DModel` but the class and low-resolution
+            ones, with the decoder's defaults; ``context_dim`` is the width of the context tokens (the attention
+            blocks project them to their own width), and at least one level needs attention, since that is where the
+            context enters.
 
     ``forward(sample [N, C, H, W], timestep [N] | scalar, image_embeds [N, D], text_token_encodings [N, L, H] | None,
     keep_image [N] | None, keep_text [N] | None) → [N, out_channels, H, W]``.
     """
 
-    # the parent's class / low-resolution options do not exist here (its __init__ would record their defaults)
-    ignore_for_config = ["num_classes", "null_class_embedding", "low_res_channels", "class_names"]
+    ignore_for_config = list(NOT_DECODER_FIELDS)
 
     @register_to_config
+    @extends_config(ADMUNet2DModel, defaults=DECODER_DEFAULTS, without=NOT_DECODER_FIELDS)
     def __init__(
         self,
-        sample_size: int | None = None,
-        in_channels: int = 3,
-        out_channels: int = 6,
-        model_channels: int = 64,
-        num_res_blocks: int = 2,
-        attention_downsample_factors: Sequence[int] = (2, 4),
-        dropout: float = 0.0,
-        channel_mult: Sequence[float] = (1, 2, 2),
-        conv_resample: bool = True,
-        num_heads: int = 1,
-        num_head_channels: int | None = 32,
-        num_heads_upsample: int | None = None,
-        use_scale_shift_norm: bool = True,
-        resblock_updown: bool = True,
+        *,
         embedding_dim: int = 32,
         num_context_tokens: int = 4,
-        context_dim: int = 128,
         text_hidden_size: int = 0,
         num_text_tokens: int = 0,
         normalize_image_embeds: bool = True,
+        **unet_config,
     ):
+        context_dim = unet_config["context_dim"]
         if (text_hidden_size == 0) != (num_text_tokens == 0):
             raise ValueError(
                 f"text_hidden_size and num_text_tokens must both be 0 (no text conditioning) or both > 0, got "
                 f"{text_hidden_size} and {num_text_tokens}"
             )
-        if embedding_dim < 1 or num_context_tokens < 1 or context_dim < 1:
+        if embedding_dim < 1 or num_context_tokens < 1 or context_dim is None or context_dim < 1:
             raise ValueError(
                 f"embedding_dim, num_context_tokens and context_dim must be >= 1, got {embedding_dim}, "
                 f"{num_context_tokens} and {context_dim}"
             )
-        if not attention_downsample_factors:
+        if not unet_config["attention_downsample_factors"]:
             raise ValueError("attention_downsample_factors must name at least one level: the context enters there")
-        super().__init__(
-            sample_size=sample_size, in_channels=in_channels, out_channels=out_channels,
-            model_channels=model_channels, num_res_blocks=num_res_blocks,
-            attention_downsample_factors=attention_downsample_factors, dropout=dropout, channel_mult=channel_mult,
-            conv_resample=conv_resample, num_heads=num_heads, num_head_channels=num_head_channels,
-            num_heads_upsample=num_heads_upsample, use_scale_shift_norm=use_scale_shift_norm,
-            resblock_updown=resblock_updown,
-        )
-        for blocks in (self.down_blocks, [self.mid_block], self.up_blocks):
-            for block in blocks:
-                if getattr(block, "attention", None) is not None:
-                    block.attention = with_context(block.attention, context_dim)
-        temb_channels = 4 * model_channels
+        super().__init__(**unet_config)
+        temb_channels = 4 * unet_config["model_channels"]
         self.image_embedding_to_time = nn.Linear(embedding_dim, temb_channels)
         self.image_embedding_to_context = nn.Linear(embedding_dim, num_context_tokens * context_dim)
         self.null_image_embedding = nn.Parameter(torch.randn(embedding_dim))
         self.text_tokens_proj = nn.Linear(text_hidden_size, context_dim) if text_hidden_size else None
         self.text_tokens_norm = nn.LayerNorm(context_dim) if text_hidden_size else None
         self.null_text_tokens = nn.Parameter(torch.randn(num_text_tokens, context_dim) * 0.02)
-        zero_output_layers(self)
-        float32_group_norms(self)
 
     def prepare_image_embeds(self, image_embeds: torch.Tensor, keep_image: torch.Tensor | None) -> torch.Tensor:
         """``[N, D]`` CLIP image embeddings → what the projections read: √D·z/‖z‖ (when configured), with the learned
@@ -212,26 +151,19 @@ class UnCLIPDecoderUNet2DModel(ADMUNet2DModel):
             text_token_encodings: ``[N, L, H]`` CLIP text last hidden states (text-conditioned decoders only;
                 ``None`` = no caption, the learned null text tokens).
             keep_image, keep_text: ``[N]`` bool; False rows get the learned null embedding / null text tokens.
+            return_dict: return an :class:`ADMUNet2DOutput` (else a tuple).
+
+        Returns:
+            :class:`ADMUNet2DOutput` with ``sample`` ``[N, out_channels, H, W]``.
         """
         if image_embeds is None:
             raise ValueError("image_embeds is required (use keep_image=False rows for the unconditional model)")
         if image_embeds.shape[0] != sample.shape[0]:
             raise ValueError(f"image_embeds has {image_embeds.shape[0]} rows for {sample.shape[0]} samples")
         embeds = self.prepare_image_embeds(image_embeds.to(sample.device), keep_image)
-        temb = embed_timesteps(self, timestep, sample) + self.image_embedding_to_time(embeds).to(self.dtype)
+        temb = self.embed_timesteps(timestep, sample) + self.image_embedding_to_time(embeds).to(self.dtype)
         context = self.context_tokens(embeds, text_token_encodings, keep_text).to(self.dtype)
-
-        hidden_states = self.conv_in(sample.to(self.dtype))
-        skips = [hidden_states]
-        for block in self.down_blocks:
-            hidden_states = run_block(self, functools.partial(conditioned_block, block), hidden_states, temb, context)
-            skips.append(hidden_states)
-        hidden_states = run_block(self, functools.partial(conditioned_block, self.mid_block), hidden_states, temb,
-                                  context)
-        for block in self.up_blocks:
-            hidden_states = torch.cat([hidden_states, skips.pop()], dim=1)
-            hidden_states = run_block(self, functools.partial(conditioned_block, block), hidden_states, temb, context)
-        output = self.conv_out(self.conv_act(self.conv_norm_out(hidden_states)))
+        output = self.body(sample, temb, context)
         if not return_dict:
             return (output,)
         return ADMUNet2DOutput(sample=output)
