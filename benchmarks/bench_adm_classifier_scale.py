@@ -17,7 +17,7 @@ import json
 import time
 from pathlib import Path
 
-from diffusion_canon.pipelines.demo_adm import (
+from diffusion_canon.demo.adm import (
     PIPELINE_NAME, load_default_pipeline, real_labels, reference_images, sample_per_class, sample_quality,
 )
 

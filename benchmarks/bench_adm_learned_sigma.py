@@ -8,7 +8,7 @@ Takes ADM pipeline folders (``NAME=PATH``) trained by ``training/train_adm.py`` 
   on ``--bpd_images`` real test-split glyphs of the training selection;
 - cFID (glyph-classifier features) and class accuracy of ``--per_class`` samples per class at each respacing in
   ``--steps`` (ancestral sampling, no guidance, the same seeds for both models), against as many real glyphs, on
-  grey-stretched samples (``demo_adm.sample_quality``).
+  grey-stretched samples (``diffusion_canon.demo.adm.sample_quality``).
 
     python benchmarks/bench_adm_learned_sigma.py hybrid=pipelines/adm-glyphs-32 simple=out/adm-lsimple
 
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from diffusion_canon.pipelines.demo_adm import (
+from diffusion_canon.demo.adm import (
     load_default_pipeline, real_labels, reference_images, sample_per_class, sample_quality,
 )
 from diffusion_canon.training.losses import nll_bits_per_dim

@@ -4,7 +4,7 @@ subject is learned. On ``pipelines/tiny-sd-glyphs`` the subject is the held-out 
 
     python benchmarks/bench_dreambooth_prior.py --work out/dreambooth-prior --seeds 0 1
 
-For each training seed, two DreamBooth runs with the same budget (``diffusion_canon.finetune.showcase``), without and
+For each training seed, two DreamBooth runs with the same budget (``diffusion_canon.finetune.held_out_subjects``), without and
 with prior preservation, then ``--num_images`` samples per prompt (classifier-free guidance 3, 25 DDIM steps):
 
 - subject fidelity: cFID of instance-prompt samples to fresh renders of the subject (the role DINO / CLIP-I similarity
@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from diffusion_canon.evaluation import cfid
-from diffusion_canon.finetune.showcase import (
+from diffusion_canon.finetune.held_out_subjects import (
     BASE_NAME,
     CLASS_PROMPT, INSTANCE_PROMPT, dreambooth, load_pipeline, sample, subject_fidelity, subject_renders,
 )

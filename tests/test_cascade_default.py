@@ -11,7 +11,7 @@ from diffusers import DiffusionPipeline
 from safetensors.torch import load_file
 
 from diffusion_canon.data.glyphs import load_glyphs
-from diffusion_canon.pipelines.demo_cascade import PIPELINE_NAME, load_default_cascade
+from diffusion_canon.demo.cascade import PIPELINE_NAME, load_default_cascade
 from script_helpers import PIPELINES
 
 DEFAULT_PIPELINE = PIPELINES / PIPELINE_NAME
@@ -63,7 +63,7 @@ def test_default_cascade_samples_read_as_their_digit():
 
 @pytest.mark.slow
 def test_demo_section_writes_its_images(tmp_path):
-    from diffusion_canon.pipelines.demo_cascade import cascade_section
+    from diffusion_canon.demo.cascade import cascade_section
 
     section = cascade_section(tmp_path, PIPELINES)
     assert [name for name, _ in section.images] == ["cascade_super_resolution.png", "cascade_samples.png"]

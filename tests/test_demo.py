@@ -19,7 +19,7 @@ def broken_section(output, pipelines):
 
 def test_default_gallery_is_complete(tmp_path):
     # every section but fine-tuning, which trains four models (~3 min; its own slow test runs it)
-    sections = [s for s in demo.SECTIONS if s != "diffusion_canon.finetune.showcase:fine_tuning_section"]
+    sections = [s for s in demo.SECTIONS if s != "diffusion_canon.demo.fine_tuning:fine_tuning_section"]
     assert len(sections) == len(demo.SECTIONS) - 1
     index, failed = run_demo(tmp_path, sections)
     assert failed == []

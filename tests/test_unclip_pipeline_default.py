@@ -7,7 +7,7 @@ import pytest
 import torch
 from diffusers import DiffusionPipeline
 
-from diffusion_canon.pipelines.demo_unclip import PIPELINE_NAME, load_default_unclip, unclip_section
+from diffusion_canon.demo.unclip import PIPELINE_NAME, load_default_unclip, unclip_section
 from diffusion_canon.pipelines.pipeline_unclip import UnCLIPPipeline
 from script_helpers import PIPELINES
 
@@ -40,7 +40,7 @@ def test_default_generates_by_both_loading_routes():
     side = pipe.decoder.config.sample_size
     assert a.images.shape == (1, 3, side, side)
     torch.testing.assert_close(a.images, b.images)
-    variations = pipe.variations(a.images, num_images_per_image=2, num_inference_steps=3, output_type="np")
+    variations = pipe.variations(a.images, num_images_per_prompt=2, num_inference_steps=3, output_type="np")
     assert variations.images.shape == (2, side, side, 3)
 
 

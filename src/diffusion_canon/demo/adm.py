@@ -10,8 +10,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .hub import load_pipeline_folder
-from .pipeline_adm import ADMPipeline
+from ..image_grid import image_grid
+from ..pipelines.hub import load_pipeline_folder
+from ..pipelines.pipeline_adm import ADMPipeline
+from .section import DemoSection
 
 PIPELINE_NAME = "adm-glyphs-32"  # its folder in the shipped pipelines/
 # the data the default was trained on (its RECIPE.md); real images for cFID come from the same selection
@@ -98,11 +100,10 @@ def real_labels(count: int, selection: dict | None = None) -> list[int]:
     return [i % len(characters) for i in range(count)]
 
 
-def adm_glyphs_section(output: Path, pipelines: Path, scales: Sequence[float] = (0.0, 1.0, 3.0, 10.0), steps: int = 25):
+def adm_glyphs_section(output: Path, pipelines: Path, scales: Sequence[float] = (0.0, 1.0, 3.0, 10.0),
+                       steps: int = 25) -> DemoSection:
     """Demo section: a grid per class (4 samples of each digit, default scale) and a classifier-scale sweep (the same
     noise at every scale) with the class accuracy of each row."""
-    from ..demo import DemoSection
-    from ..image_grid import image_grid
     from ..evaluation import class_accuracy
 
     pipe = load_default_pipeline(pipelines / PIPELINE_NAME)

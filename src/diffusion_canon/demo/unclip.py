@@ -8,8 +8,10 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from .hub import load_pipeline_folder
-from .pipeline_unclip import UnCLIPPipeline
+from ..image_grid import image_grid
+from ..pipelines.hub import load_pipeline_folder
+from ..pipelines.pipeline_unclip import UnCLIPPipeline
+from .section import DemoSection
 
 PIPELINE_NAME = "unclip-glyphs"  # its folder in the shipped pipelines/
 PROMPTS = (
@@ -29,10 +31,9 @@ def load_default_unclip(path: str | Path) -> UnCLIPPipeline:
     return load_pipeline_folder(UnCLIPPipeline, path)
 
 
-def unclip_section(output: Path, pipelines: Path):
+def unclip_section(output: Path, pipelines: Path) -> DemoSection:
+    """Demo section: prompts → images, and image variations."""
     from ..data.glyphs import load_glyphs
-    from ..demo import DemoSection
-    from ..image_grid import image_grid
 
     pipe = load_default_unclip(pipelines / PIPELINE_NAME)
     side = pipe.decoder.config.sample_size
@@ -41,7 +42,7 @@ def unclip_section(output: Path, pipelines: Path):
     image_grid(images[0::2] + images[1::2], len(PROMPTS), scale=4, gap=2).save(output / "unclip_prompts.png")
 
     sources = load_glyphs(seed=5, split="test", num_images=6)["image"]
-    variations = pipe.variations(list(sources), num_images_per_image=3,
+    variations = pipe.variations(list(sources), num_images_per_prompt=3,
                                  generator=torch.Generator().manual_seed(0)).images
     shown = [image.resize((side, side), Image.Resampling.LANCZOS) for image in sources]
     image_grid(shown + variations[0::3] + variations[1::3] + variations[2::3], len(sources), scale=4, gap=2).save(

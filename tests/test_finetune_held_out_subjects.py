@@ -1,4 +1,5 @@
-"""The fine-tuning showcase (demo + DreamBooth benchmark) and the shipped base pipelines/tiny-sd-glyphs."""
+"""The held-out fine-tuning subjects (shared by the demo and the DreamBooth benchmark), the demo's fine-tuning section
+and the shipped base pipelines/tiny-sd-glyphs."""
 
 from __future__ import annotations
 
@@ -10,19 +11,20 @@ from diffusers import StableDiffusionPipeline
 from safetensors.torch import load_file
 
 from diffusion_canon.data.glyphs import load_glyphs
-from diffusion_canon.finetune import showcase
+from diffusion_canon.demo.fine_tuning import fine_tuning_section
+from diffusion_canon.finetune import held_out_subjects as subjects
 from script_helpers import PIPELINES, fresh_accelerate_state  # noqa: F401 (fixture)
 
-BASE = PIPELINES / showcase.BASE_NAME
+BASE = PIPELINES / subjects.BASE_NAME
 
 shipped = pytest.mark.skipif(not (BASE / "model_index.json").is_file(),
                              reason="pipelines/tiny-sd-glyphs not built (diffusion-canon make-base)")
 
 
 def test_subject_and_style_folders(tmp_path):
-    subject = sorted(showcase.subject_images(tmp_path / "subject").glob("*.png"))
+    subject = sorted(subjects.subject_images(tmp_path / "subject").glob("*.png"))
     assert len(subject) == 5 and not (tmp_path / "subject" / "metadata.jsonl").exists()
-    style = showcase.style_images(tmp_path / "style", num_images=6, captions=True)
+    style = subjects.style_images(tmp_path / "style", num_images=6, captions=True)
     captions = [json.loads(line) for line in (style / "metadata.jsonl").read_text().splitlines()]
     assert [c["file_name"] for c in captions] == [p.name for p in sorted(style.glob("*.png"))]
     # the glyph world's own captions; all but the terse template ("digit 0") name the style
@@ -31,13 +33,13 @@ def test_subject_and_style_folders(tmp_path):
 
 def test_subject_fidelity_reads_the_font():
     """The measure itself: real renders of the subject font score high, another font low."""
-    subject = load_glyphs(32, seed=7, split="held_out", characters="A", fonts=showcase.SUBJECT_FONT,
+    subject = load_glyphs(32, seed=7, split="held_out", characters="A", fonts=subjects.SUBJECT_FONT,
                           styles="regular", num_images=20)["image"]
     other = load_glyphs(32, seed=7, split="test", characters="A", fonts="dejavu-sans", styles="regular",
                         num_images=20)["image"]
-    assert showcase.subject_fidelity(subject)["character"] >= 0.9
-    assert showcase.subject_fidelity(subject)["font"] >= 0.6
-    assert showcase.subject_fidelity(other)["font"] <= 0.1
+    assert subjects.subject_fidelity(subject)["character"] >= 0.9
+    assert subjects.subject_fidelity(subject)["font"] >= 0.6
+    assert subjects.subject_fidelity(other)["font"] <= 0.1
 
 
 @shipped
@@ -47,17 +49,17 @@ def test_shipped_base_is_small_fp16_and_draws_letters():
     assert {"model_index.json", "README.md", "RECIPE.md"} <= {p.name for p in files}
     stored = load_file(str(BASE / "unet" / "diffusion_pytorch_model.safetensors"))
     assert {t.dtype for t in stored.values()} == {torch.float16}
-    pipe = showcase.load_pipeline(BASE)
+    pipe = subjects.load_pipeline(BASE)
     assert isinstance(pipe, StableDiffusionPipeline)
-    images = showcase.sample(pipe, showcase.CLASS_PROMPT, 16)
-    assert showcase.subject_fidelity(images)["character"] >= 0.5  # chance: 1/36
+    images = subjects.sample(pipe, subjects.CLASS_PROMPT, 16)
+    assert subjects.subject_fidelity(images)["character"] >= 0.5  # chance: 1/36
     # the held-out font was never seen: the base does not draw it for the rare-token prompt
-    assert showcase.subject_fidelity(showcase.sample(pipe, showcase.INSTANCE_PROMPT, 16))["font"] <= 0.25
+    assert subjects.subject_fidelity(subjects.sample(pipe, subjects.INSTANCE_PROMPT, 16))["font"] <= 0.25
 
 
 @pytest.mark.slow
 @shipped
 def test_demo_section_writes_its_images(tmp_path):
-    section = showcase.fine_tuning_section(tmp_path, PIPELINES)
+    section = fine_tuning_section(tmp_path, PIPELINES)
     assert all((tmp_path / name).is_file() for name, _ in section.images)
     assert [name for name, _ in section.images] == ["dreambooth.png", "textual_inversion.png", "lora.png"]

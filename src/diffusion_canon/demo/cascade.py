@@ -8,8 +8,10 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from .hub import load_pipeline_folder
-from .pipeline_cascade import CascadedPipeline
+from ..image_grid import image_grid
+from ..pipelines.hub import load_pipeline_folder
+from ..pipelines.pipeline_cascade import CascadedPipeline
+from .section import DemoSection
 
 PIPELINE_NAME = "glyph-cascade-16-64"  # its folder in the shipped pipelines/
 
@@ -19,10 +21,9 @@ def load_default_cascade(path: str | Path) -> CascadedPipeline:
     return load_pipeline_folder(CascadedPipeline, path)
 
 
-def cascade_section(output: Path, pipelines: Path):
+def cascade_section(output: Path, pipelines: Path) -> DemoSection:
+    """Demo section: the SR stage on real low-res glyphs, then full cascade samples."""
     from ..data.glyphs import load_glyphs
-    from ..demo import DemoSection
-    from ..image_grid import image_grid
 
     pipe = load_default_cascade(pipelines / PIPELINE_NAME)
     low, high = pipe.sr_unet_1.config.low_res_sample_size, pipe.sr_unet_1.config.sample_size

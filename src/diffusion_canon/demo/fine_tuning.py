@@ -1,0 +1,87 @@
+"""Fine-tuning in the demo gallery: DreamBooth of the held-out font (with and without prior preservation), textual
+inversion and a LoRA of the held-out style, trained here on ``pipelines/tiny-sd-glyphs`` (about three minutes on a
+CPU) and shown as before/after grids from the same seeds."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from PIL import Image
+
+from ..finetune.held_out_subjects import (
+    BASE_NAME,
+    CLASS_PROMPT,
+    GUIDANCE_SCALE,
+    INSTANCE_PROMPT,
+    NUM_INFERENCE_STEPS,
+    PLACEHOLDER,
+    dreambooth,
+    load_pipeline,
+    lora,
+    sample,
+    style_images,
+    subject_images,
+    textual_inversion,
+)
+from ..image_grid import image_grid
+from .section import DemoSection
+
+
+def fine_tuning_section(output: Path, pipelines: Path) -> DemoSection:
+    """Demo gallery: DreamBooth of the held-out font with and without prior preservation, textual inversion and a
+    LoRA of the held-out style, each as before/after grids from the same seeds."""
+    base_folder = pipelines / BASE_NAME
+    base = load_pipeline(base_folder)
+
+    def per_character(pipe, template: str, characters: str = "ABGKQR47") -> list[Image.Image]:
+        return [sample(pipe, template.format(c), 1, seed=i)[0] for i, c in enumerate(characters)]
+
+    rows: dict[str, list[Image.Image]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        subject = [Image.open(path) for path in sorted(subject_images(work / "subject").glob("*.png"))]
+        rows["db_base"] = sample(base, INSTANCE_PROMPT, 8) + sample(base, CLASS_PROMPT, 8)
+        for prior in (False, True):
+            pipe = load_pipeline(dreambooth(work, prior, base_folder))
+            rows[f"db_{prior}"] = sample(pipe, INSTANCE_PROMPT, 8) + sample(pipe, CLASS_PROMPT, 8)
+        style = [Image.open(path) for path in sorted(style_images(work / "style").glob("*.png"))[:8]]
+        ti_folder, lora_folder = textual_inversion(work, base_folder), lora(work, base_folder)
+        rows["ti_before"] = per_character(base, "a bold letter {}")
+        rows["lora_before"] = per_character(base, "an outlined letter {}")
+        base.load_textual_inversion(str(ti_folder))
+        rows["ti_after"] = per_character(base, f"a {PLACEHOLDER} letter {{}}")
+        pipe = load_pipeline(base_folder)  # a fresh base: the textual inversion is loaded into `base`
+        pipe.load_lora_weights(str(lora_folder))
+        rows["lora_after"] = per_character(pipe, "an outlined letter {}")
+
+    blank = [Image.new("RGB", subject[0].size, "white")] * (16 - len(subject))
+    image_grid(subject + blank + rows["db_base"] + rows["db_False"] + rows["db_True"], 16, scale=3, gap=2).save(
+        output / "dreambooth.png")
+    image_grid(style + rows["ti_before"] + rows["ti_after"], 8, scale=3, gap=2).save(output / "textual_inversion.png")
+    image_grid(style + rows["lora_before"] + rows["lora_after"], 8, scale=3, gap=2).save(output / "lora.png")
+    return DemoSection(
+        title="Fine-tuning the tiny SD base: DreamBooth, textual inversion, LoRA",
+        description=(
+            "pipelines/tiny-sd-glyphs (AutoencoderKL + UNet2DConditionModel + CLIPTextModel, trained by "
+            "`diffusion-canon make-base` without the held-out font cm-typewriter and style outline) fine-tuned here by "
+            "training/train_dreambooth.py (400 steps), train_textual_inversion.py and train_lora.py (200 steps), "
+            "in-process. "
+            "Stock diffusers loads every result (from_pretrained, load_textual_inversion, load_lora_weights). "
+            f"Samples: classifier-free guidance {GUIDANCE_SCALE}, {NUM_INFERENCE_STEPS} DDIM steps. "
+            "benchmarks/RESULTS.md (F1) measures DreamBooth's claim on 100 samples per prompt and two seeds: without "
+            "the prior loss the class prompt drifts to the subject's font (third row, right half); with it, it keeps "
+            "the base's letters (last row)."
+        ),
+        images=[
+            ("dreambooth.png", f"DreamBooth of the held-out font. Rows: the 5 subject images; the base; DreamBooth "
+                               "without the prior loss; DreamBooth with prior preservation. Left half: "
+                               f"“{INSTANCE_PROMPT}”, right half: “{CLASS_PROMPT}” (the prior the loss preserves)"),
+            ("textual_inversion.png", f"Textual inversion of the held-out style: training images (top); base with the "
+                                      f"initializer word, “a bold letter X”; after, “a {PLACEHOLDER} letter X”. At this "
+                                      "scale the learned token carries the light-on-dark stroke look and overrides the "
+                                      "character word"),
+            ("lora.png", "LoRA (rank 4) on captioned outline glyphs: training images (top); base, “an outlined "
+                         "letter X” (it never saw the style); with the LoRA, the same prompts and seeds"),
+        ],
+    )
