@@ -78,15 +78,26 @@ def timed(main, argv: list[str], output_dir: str) -> None:
     Path(output_dir, "train_time.json").write_text(json.dumps({"seconds": time.time() - start, "argv": argv}) + "\n")
 
 
+def base_argv(args: argparse.Namespace) -> list[str]:
+    """``train-base``'s arguments of ``training/train_adm.py``."""
+    return ["--output_dir", args.output_dir, *BASE_ARGS]
+
+
+def sr_argv(args: argparse.Namespace) -> list[str]:
+    """``train-sr``'s arguments of ``training/train_super_resolution.py``: the network flags are the ADM scripts'
+    (``--attention_resolutions`` would list sides of the ``--resolution`` maps; these stages have no attention
+    level, only the middle block's single head, the script's defaults)."""
+    channel_mult = {32: "1,2,2", 64: "1,1,2,2"}.get(args.resolution, "1,2,2")
+    return ["--output_dir", args.output_dir, "--resolution", str(args.resolution), "--channel_mult", channel_mult,
+            "--max_train_steps", str(args.max_train_steps), *SR_ARGS, *VARIANTS[args.variant]]
+
+
 def train_base(args: argparse.Namespace) -> None:
-    timed(train_adm.main, ["--output_dir", args.output_dir, *BASE_ARGS], args.output_dir)
+    timed(train_adm.main, base_argv(args), args.output_dir)
 
 
 def train_sr(args: argparse.Namespace) -> None:
-    channel_mult = {32: "1,2,2", 64: "1,1,2,2"}.get(args.resolution, "1,2,2")
-    argv = ["--output_dir", args.output_dir, "--resolution", str(args.resolution), "--channel_mult", channel_mult,
-            "--max_train_steps", str(args.max_train_steps), *SR_ARGS, *VARIANTS[args.variant]]
-    timed(train_super_resolution.main, argv, args.output_dir)
+    timed(train_super_resolution.main, sr_argv(args), args.output_dir)
 
 
 def load_cascade(base: str, sr: str) -> CascadedPipeline:
@@ -170,7 +181,7 @@ def assemble(args: argparse.Namespace) -> None:
     save_pipeline_folder(pipe, args.output_dir)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("train-base")
@@ -194,7 +205,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--base", required=True)
     p.add_argument("--sr", nargs=1, required=True)
     p.add_argument("--output_dir", required=True)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     {"train-base": train_base, "train-sr": train_sr, "evaluate": evaluate, "report": report, "assemble": assemble}[args.command](args)
 

@@ -118,10 +118,38 @@ def test_image_folder_with_class_subfolders_and_fixed_variance(tmp_path):
         (["--characters", "ab?"], "--characters 'ab\\?': unknown characters"),
         (["--unconditional", "--class_dropout", "0.1"], "--class_dropout 0.1 needs labels"),
         (["--class_dropout", "1.0"], "--class_dropout must lie in"),
-        (["--attention_resolutions", "32"], "--attention_resolutions \\[32\\]: each must be"),
     ],
 )
 def test_bad_input_fails_before_training(tmp_path, extra, message):
     with pytest.raises(ValueError, match=message):
         train_adm.main(["--output_dir", str(tmp_path / "bad"), *TINY, "--max_train_steps", "1", *extra])
     assert not (tmp_path / "bad" / "unet").exists()
+
+
+@pytest.mark.parametrize("extra, message", [
+    # the reference's meaning: feature-map sides (16 and 8 at --resolution 16 with two levels), not downsample factors
+    (["--attention_resolutions", "32"], "argument --attention_resolutions: invalid value '32': 32 is not a "
+     "feature-map side of this network; allowed: any of 16,8 (the sides of the --resolution 16 feature maps at the "
+     "2 levels of --channel_mult 1,2; downsample factor = 16 // side), comma-separated, or '' for no attention"),
+    (["--attention_resolutions", "8,4,2"], "invalid value '8,4,2': 4,2 are not feature-map sides"),
+    (["--attention_resolutions", "0"], "argument --attention_resolutions: invalid value '0': expected"),
+    (["--channel_mult", "1,2,2,2,2,2"], "argument --channel_mult: invalid value '1,2,2,2,2,2': its 6 levels halve "
+     "--resolution 16 5 times, which needs --resolution divisible by 32; allowed at --resolution 16: at most 5"),
+    (["--channel_mult", "1,-2"], "argument --channel_mult: invalid value '1,-2': expected"),
+    (["--num_head_channels", "24"], "argument --num_head_channels: invalid value 24: the attention widths 64"),
+    (["--num_head_channels", "0"], "argument --num_head_channels: invalid value '0': expected"),
+])
+def test_bad_network_flags_are_argparse_errors(tmp_path, capsys, extra, message):
+    with pytest.raises(SystemExit) as exit_:
+        train_adm.parse_args(["--output_dir", str(tmp_path / "bad"), *TINY, *extra])
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_attention_resolutions_are_feature_map_sides(tmp_path):
+    """guided-diffusion's create_model: downsample factor = image_size // side; -1 head channels = --num_heads heads."""
+    args = train_adm.parse_args(["--output_dir", str(tmp_path), *TINY, "--resolution", "32", "--channel_mult",
+                                 "1,2,2", "--attention_resolutions", "8,16", "--num_head_channels", "-1",
+                                 "--num_heads", "4"])
+    kwargs = train_adm.network_kwargs(args)
+    assert kwargs["attention_downsample_factors"] == [2, 4]
+    assert (kwargs["num_heads"], kwargs["num_head_channels"]) == (4, None)

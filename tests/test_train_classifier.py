@@ -81,7 +81,7 @@ def test_classifier_learns_from_noised_images(tmp_path):
     t = torch.full((16,), 30)
     x_t = scheduler.add_noise(x_start, torch.randn(x_start.shape, generator=torch.Generator().manual_seed(1)), t)
     with torch.no_grad():
-        predicted = classifier(x_t, t).argmax(1)
+        predicted = classifier(x_t, t).logits.argmax(1)
     assert (predicted == torch.tensor([0] * 8 + [1] * 8)).float().mean() >= 0.9
 
 
@@ -95,3 +95,17 @@ def test_base_must_be_a_pipeline_folder(tmp_path):
     with pytest.raises(ValueError, match="--pretrained_model_name_or_path .* is not a pipeline folder"):
         train_classifier.main(["--pretrained_model_name_or_path", str(tmp_path), "--output_dir", str(tmp_path / "x"),
                                *TINY, "--max_train_steps", "1"])
+
+
+@pytest.mark.parametrize("extra, message", [
+    # checked against the guided U-Net's size (16, from the base folder), not --resolution
+    (["--resolution", "32", "--attention_resolutions", "32"],
+     "argument --attention_resolutions: invalid value '32': 32 is not a feature-map side of this network; "
+     "allowed: any of 16,8"),
+    (["--num_head_channels", "-1"], "argument --num_head_channels: invalid value -1: --pool attention needs"),
+])
+def test_bad_network_flags_are_argparse_errors(base, tmp_path, capsys, extra, message):
+    with pytest.raises(SystemExit) as exit_:
+        train_classifier.parse_args(["--pretrained_model_name_or_path", str(base), "--output_dir", str(tmp_path / "x"),
+                                     *TINY, *extra])
+    assert exit_.value.code == 2 and message in capsys.readouterr().err

@@ -30,12 +30,12 @@ from diffusion_canon.finetune.data import ImageTransform
 from diffusion_canon.models import ADMUNet2DModel
 from diffusion_canon.pipelines import ADMPipeline, save_pipeline_folder
 from diffusion_canon.schedulers import ImprovedDDPMScheduler
-from diffusion_canon.schedulers.gaussian_diffusion import VARIANCE_TYPES
 from diffusion_canon.training import TrainingRun, image_grid, parse_training_args, training_parser, write_model_card
 from diffusion_canon.training.adm_args import (
-    add_adm_network_args, add_diffusion_args, diffusion_scheduler, network_kwargs,
+    add_adm_network_args, add_diffusion_args, add_objective_args, check_network_args, diffusion_scheduler,
+    network_kwargs,
 )
-from diffusion_canon.training.losses import LOSS_TYPES, training_losses
+from diffusion_canon.training.losses import training_losses
 from diffusion_canon.training.timestep_samplers import LossAwareSampler, create_named_schedule_sampler
 
 
@@ -43,12 +43,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = training_parser(__doc__.split("\n\n")[0], learning_rate=1e-4)
     add_labeled_image_args(parser)
     add_diffusion_args(parser)
+    add_objective_args(parser, variance_type="learned_range")
     add_adm_network_args(parser, model_channels=64, num_res_blocks=2, dropout=0.1)
-    group = parser.add_argument_group("ADM U-Net and loss")
-    group.add_argument("--variance_type", default="learned_range", choices=VARIANCE_TYPES,
-                       help="learned_range = learned Σ (ND eq. 15); fixed_small / fixed_large = Ho et al.")
-    group.add_argument("--loss_type", default="rescaled_mse", choices=LOSS_TYPES,
-                       help="rescaled_mse with a learned Σ = the hybrid loss; mse = L_simple (+ unscaled L_vlb).")
+    group = parser.add_argument_group("class conditioning")
     group.add_argument("--unconditional", action="store_true", help="Ignore labels: an unconditional model.")
     group.add_argument("--class_dropout", type=float, default=0.0,
                        help="Label dropout p for classifier-free guidance (0.1 is common); >0 adds a null class.")
@@ -57,7 +54,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         raise ValueError(f"--class_dropout must lie in [0, 1), got {args.class_dropout}")
     if args.unconditional and args.class_dropout:
         raise ValueError(f"--class_dropout {args.class_dropout} needs labels; it cannot go with --unconditional")
-    network_kwargs(args)  # bad network flags fail now
+    check_network_args(parser, args)  # bad network flags fail now, as argparse errors
     return args
 
 

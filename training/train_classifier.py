@@ -35,7 +35,7 @@ from diffusion_canon.models.adm_classifier import POOLS
 from diffusion_canon.pipelines import ADMPipeline, save_pipeline_folder
 from diffusion_canon.training import TrainingRun, parse_training_args, training_parser, write_model_card
 from diffusion_canon.training.adm_args import (
-    add_adm_network_args, add_diffusion_args, diffusion_scheduler, network_kwargs,
+    add_adm_network_args, add_diffusion_args, check_network_args, diffusion_scheduler, network_kwargs,
 )
 from diffusion_canon.training.timestep_samplers import LossAwareSampler, create_named_schedule_sampler
 
@@ -58,6 +58,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ):
         raise ValueError(f"--pretrained_model_name_or_path {args.pretrained_model_name_or_path!r} is not a pipeline "
                          "folder (no model_index.json); pass an ADM pipeline folder written by train_adm.py")
+    base_config = os.path.join(args.pretrained_model_name_or_path, "unet", "config.json") if (
+        args.pretrained_model_name_or_path) else None
+    if base_config and os.path.isfile(base_config):
+        with open(base_config) as f:  # main() trains at the guided U-Net's size: check the flags against it
+            args.resolution = json.load(f).get("sample_size") or args.resolution
+    check_network_args(parser, args)  # bad network flags fail now, as argparse errors
+    if args.pool == "attention" and args.num_head_channels is None:
+        parser.error("argument --num_head_channels: invalid value -1: --pool attention needs a fixed head width; "
+                     "allowed: a positive number of channels per head")
     return args
 
 
@@ -95,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 x_t = scheduler.add_noise(x_start, torch.randn_like(x_start), timesteps)
             else:
                 x_t, timesteps = x_start, torch.zeros_like(timesteps)
-            logits = classifier(x_t, scheduler.model_timestep(timesteps)).float()
+            logits = classifier(x_t, scheduler.model_timestep(timesteps)).logits.float()
             losses = F.cross_entropy(logits, y, reduction="none")
             if isinstance(sampler, LossAwareSampler):
                 sampler.update_with_local_losses(timesteps, losses.detach())
@@ -158,7 +167,7 @@ def evaluate(classifier: ADMClassifierModel, scheduler, args: argparse.Namespace
         timesteps = torch.full((len(x_start),), t)
         noise = torch.randn(x_start.shape, generator=generator)
         x_t = scheduler.add_noise(x_start, noise, timesteps) if args.noised else x_start
-        logits = torch.cat([classifier(x_t[i : i + 256], scheduler.model_timestep(timesteps[i : i + 256]))
+        logits = torch.cat([classifier(x_t[i : i + 256], scheduler.model_timestep(timesteps[i : i + 256])).logits
                             for i in range(0, len(x_t), 256)])
         metrics[f"accuracy_t{t}"] = float((logits.argmax(1) == y).float().mean())
     return metrics

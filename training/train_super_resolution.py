@@ -7,7 +7,10 @@ Data: aligned glyph pairs by default (``load_glyphs(resolutions=(low, high))``: 
 or ``--train_data_dir``, an image folder whose images are resized to ``--resolution`` and downsampled (Lanczos,
 antialiased) to ``--low_resolution``. Model: ``SuperResolutionUNet2DModel`` (the ADM U-Net with the upsampled low-res
 image concatenated, the augmentation level embedded), class-conditional on the glyph character unless
-``--unconditional``. Loss: L_simple on ε, plus the VLB term for the learned Σ (``--loss_type``, improved DDPM).
+``--unconditional``, shaped by the network flags of every ADM script (``train_adm.py``'s names and meanings;
+``--attention_resolutions`` lists sides of the high-resolution ``--resolution`` feature maps, as guided-diffusion's
+``--large_size``). Loss: L_simple on ε, plus the VLB term for the learned Σ (``--variance_type``, ``--loss_type``,
+improved DDPM), timesteps from ``--schedule_sampler``.
 
 Conditioning augmentation (§4.1–4.2), per example: blur with probability ``--blur_probability`` (σ ~ U[min, max],
 k×k kernel), then Gaussian noise z_s ~ q(z_s | z_0) with probability ``--noise_augmentation_probability``, s uniform in
@@ -30,37 +33,36 @@ from diffusion_canon.data.glyphs import CHARACTERS, load_glyphs
 from diffusion_canon.models.sr_unet import SuperResolutionUNet2DModel
 from diffusion_canon.pipelines.hub import save_pipeline_folder
 from diffusion_canon.pipelines.pipeline_super_resolution import SuperResolutionPipeline
-from diffusion_canon.schedulers import ImprovedDDPMScheduler
-from diffusion_canon.training import TrainingRun, parse_training_args, training_parser, write_model_card
 from diffusion_canon.augmentation import ConditioningAugmentation
-from diffusion_canon.training.losses import LOSS_TYPES, training_losses
+from diffusion_canon.training import TrainingRun, parse_training_args, training_parser, write_model_card
+from diffusion_canon.training.adm_args import (
+    add_adm_network_args, add_diffusion_args, add_objective_args, check_network_args, diffusion_scheduler,
+    network_kwargs,
+)
+from diffusion_canon.training.arguments import COUNT
+from diffusion_canon.training.losses import training_losses
+from diffusion_canon.training.timestep_samplers import LossAwareSampler, UniformSampler, create_named_schedule_sampler
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = training_parser(__doc__.split("\n\n")[0], learning_rate=2e-4)
     data = parser.add_argument_group("data (default: aligned glyph pairs)")
     data.add_argument("--train_data_dir", default=None, help="An image folder instead of the glyph world.")
-    data.add_argument("--resolution", type=int, default=32, help="High-resolution side (the stage's output).")
-    data.add_argument("--low_resolution", type=int, default=8, help="Low-resolution side (the conditioning).")
+    data.add_argument("--resolution", type=COUNT, default=32,
+                      help="High-resolution side (the stage's output; the reference's --large_size).")
+    data.add_argument("--low_resolution", type=COUNT, default=8,
+                      help="Low-resolution side (the conditioning; the reference's --small_size).")
     data.add_argument("--num_images", type=int, default=5000, help="Glyph world: renders of split='train'.")
     data.add_argument("--characters", default="".join(CHARACTERS), help="Glyph world: the classes.")
     data.add_argument("--data_seed", type=int, default=0)
-    model = parser.add_argument_group("model (ADM names)")
-    model.add_argument("--model_channels", type=int, default=32)
-    model.add_argument("--channel_mult", default="1,2,2")
-    model.add_argument("--num_res_blocks", type=int, default=1)
-    model.add_argument("--attention_resolutions", default="", help="Downsample factors with attention, e.g. '4'.")
-    model.add_argument("--dropout", type=float, default=0.0)
+    # the ADM scripts' flags; --attention_resolutions are sides of the high-resolution (--resolution) feature maps
+    add_diffusion_args(parser)
+    add_objective_args(parser, variance_type="learned_range")
+    add_adm_network_args(parser, model_channels=32, num_res_blocks=1, dropout=0.0, attention_resolutions=(),
+                         num_head_channels=None)
+    model = parser.add_argument_group("super-resolution conditioning")
     model.add_argument("--unconditional", action="store_true", help="No class conditioning.")
     model.add_argument("--no_augmentation_level_embedding", action="store_true")
-    diffusion = parser.add_argument_group("diffusion")
-    diffusion.add_argument("--num_train_timesteps", type=int, default=1000)
-    diffusion.add_argument("--noise_schedule", default="cosine", choices=("linear", "cosine"))
-    diffusion.add_argument("--learn_sigma", action=argparse.BooleanOptionalAction, default=True)
-    diffusion.add_argument("--prediction_type", default="epsilon", choices=("epsilon", "sample", "v_prediction"),
-                           help="What the network predicts (v avoids the ε-parametrisation's amplified x̂_0 at t ≈ T).")
-    diffusion.add_argument("--loss_type", default="rescaled_mse", choices=LOSS_TYPES,
-                           help="rescaled_mse = L_simple + λ·L_vlb with λ = 0.001 (the hybrid loss).")
     augmentation = parser.add_argument_group("conditioning augmentation")
     augmentation.add_argument("--noise_augmentation_probability", type=float, default=0.0)
     augmentation.add_argument("--max_noise_level", type=int, default=None, help="Default: --num_train_timesteps.")
@@ -71,6 +73,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = parse_training_args(parser, argv)
     if args.low_resolution < 1 or args.resolution <= args.low_resolution:
         raise ValueError(f"--low_resolution ({args.low_resolution}) must be >= 1 and below --resolution ({args.resolution})")
+    check_network_args(parser, args)  # bad network flags fail now, as argparse errors
     args.augmentation = ConditioningAugmentation(
         noise_probability=args.noise_augmentation_probability,
         max_noise_level=args.max_noise_level or args.num_train_timesteps,
@@ -121,57 +124,66 @@ def load_pairs(args: argparse.Namespace, split: str = "train", num_images: int |
     return ImagePairs(glyphs[f"image_{args.resolution}"], glyphs[f"image_{args.low_resolution}"], glyphs["label"]), names
 
 
+def build_unet(args: argparse.Namespace, class_names: list[str] | None) -> SuperResolutionUNet2DModel:
+    """The stage's U-Net from the flags (class-conditional on ``class_names`` when given); 2C outputs when Σ is
+    learned."""
+    return SuperResolutionUNet2DModel(
+        low_res_sample_size=args.low_resolution, out_channels=6 if args.variance_type.startswith("learned") else 3,
+        num_classes=len(class_names) if class_names else None, class_names=class_names,
+        augmentation_level_embedding=not args.no_augmentation_level_embedding, **network_kwargs(args),
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     run = TrainingRun(args, "super-resolution")
     pairs, class_names = load_pairs(args)
     conditional = class_names is not None and not args.unconditional
-    unet = SuperResolutionUNet2DModel(
-        sample_size=args.resolution, low_res_sample_size=args.low_resolution, in_channels=3,
-        out_channels=6 if args.learn_sigma else 3, model_channels=args.model_channels,
-        channel_mult=tuple(float(m) if "." in m else int(m) for m in args.channel_mult.split(",")),
-        num_res_blocks=args.num_res_blocks,
-        attention_downsample_factors=tuple(int(f) for f in args.attention_resolutions.split(",") if f.strip()),
-        dropout=args.dropout, num_classes=len(class_names) if conditional else None,
-        class_names=class_names if conditional else None,
-        augmentation_level_embedding=not args.no_augmentation_level_embedding,
-    )
+    unet = build_unet(args, class_names if conditional else None)
     if args.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
-    scheduler = ImprovedDDPMScheduler(
-        num_train_timesteps=args.num_train_timesteps, beta_schedule=args.noise_schedule,
-        variance_type="learned_range" if args.learn_sigma else "fixed_small", prediction_type=args.prediction_type,
-    )
+    scheduler = diffusion_scheduler(args, args.variance_type)
+    sampler = create_named_schedule_sampler(args.schedule_sampler, scheduler)
+    if isinstance(sampler, LossAwareSampler):  # its loss history decides future timesteps: resume needs it
+        run.accelerator.register_for_checkpointing(sampler)
     run.trainable(unet.parameters())
     dataloader = run.dataloader(pairs)
     model = run.prepare(unet)
 
-    validation = load_pairs(args, split="validation", num_images=args.num_validation_images)[0] if not args.train_data_dir else pairs
-    low_res = (validation.low[: args.num_validation_images] + 1) / 2
-    labels = validation.labels[: args.num_validation_images] if conditional else None
+    if args.num_validation_images:  # else no validation images, as in train_adm.py
+        validation = load_pairs(args, split="validation", num_images=args.num_validation_images)[0] if not args.train_data_dir else pairs
+        low_res = (validation.low[: args.num_validation_images] + 1) / 2
+        labels = validation.labels[: args.num_validation_images] if conditional else None
 
-    def validate() -> list[Image.Image]:
-        pipe = SuperResolutionPipeline(run.unwrap(model), scheduler)
-        pipe.set_progress_bar_config(disable=True)
-        return pipe(low_res, class_labels=labels, num_inference_steps=args.num_inference_steps,
-                    generator=torch.Generator().manual_seed(0)).images
+        def validate() -> list[Image.Image]:
+            pipe = SuperResolutionPipeline(run.unwrap(model), scheduler)
+            pipe.set_progress_bar_config(disable=True)
+            return pipe(low_res, class_labels=labels, num_inference_steps=args.num_inference_steps,
+                        generator=torch.Generator().manual_seed(0)).images
 
-    run.validation = validate
+        run.validation = validate
 
     for batch in run.batches(dataloader):
         with run.accumulate(model):
             x0, labels_batch = batch["high"], batch["class_labels"] if conditional else None
             conditioning, levels = args.augmentation(batch["low"], scheduler)
             noise = torch.randn_like(x0)
-            t = torch.randint(0, args.num_train_timesteps, (len(x0),), device=x0.device)
+            if isinstance(sampler, UniformSampler):  # uniform t, drawn as before the sampler flag (same runs)
+                t, weights = torch.randint(0, args.num_train_timesteps, (len(x0),), device=x0.device), 1.0
+            else:
+                t, weights = sampler.sample(len(x0), x0.device)
             x_t = scheduler.add_noise(x0, noise, t)
             output = model(x_t, scheduler.model_timestep(t), conditioning, levels, labels_batch).sample.float()
-            run.backward(training_losses(scheduler, output, x0, x_t, noise, t, loss_type=args.loss_type)["loss"].mean())
+            terms = training_losses(scheduler, output, x0, x_t, noise, t, loss_type=args.loss_type)
+            if isinstance(sampler, LossAwareSampler):
+                sampler.update_with_local_losses(t, terms["loss"].detach())
+            run.backward((terms["loss"] * weights).mean())
 
     images = run.final_validation()  # copies the EMA weights into the model
     if run.is_main_process:
         with run.final_output() as output_dir:  # beside --output_dir, swapped in whole at the end
-            pipe = SuperResolutionPipeline(run.unwrap(model).eval(), scheduler)
+            unet = run.unwrap(model).eval()
+            pipe = SuperResolutionPipeline(unet.half() if args.save_fp16 else unet, scheduler)
             save_pipeline_folder(pipe, output_dir)
             write_model_card(
                 output_dir, "super_resolution", base_model=None, tags=["super-resolution", "cascaded-diffusion"],

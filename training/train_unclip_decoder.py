@@ -38,10 +38,12 @@ from diffusion_canon.training import TrainingRun, image_grid, parse_training_arg
 from diffusion_canon.training.adm_args import (
     add_adm_network_args,
     add_diffusion_args,
+    add_objective_args,
+    check_network_args,
     diffusion_scheduler,
     network_kwargs,
 )
-from diffusion_canon.training.losses import LOSS_TYPES, training_losses
+from diffusion_canon.training.losses import training_losses
 from diffusion_canon.training.timestep_samplers import LossAwareSampler, create_named_schedule_sampler
 
 
@@ -60,13 +62,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     group.add_argument("--no_text", action="store_true", help="Condition on the image embedding only.")
     group.add_argument("--image_embedding_dropout", type=float, default=0.1)
     group.add_argument("--text_dropout", type=float, default=0.5)
-    group.add_argument("--loss_type", default="rescaled_mse", choices=LOSS_TYPES,
-                       help="rescaled_mse with the learned Σ = the hybrid loss (ND eq. 16).")
+    add_objective_args(parser, variance_type=None)  # Σ is always learned (learned_range)
     args = parse_training_args(parser, argv)
     for name in ("image_embedding_dropout", "text_dropout"):
         if not 0.0 <= getattr(args, name) < 1.0:
             raise ValueError(f"--{name} must lie in [0, 1), got {getattr(args, name)}")
-    network_kwargs(args)  # bad network flags fail now
+    check_network_args(parser, args)  # bad network flags fail now, as argparse errors
     return args
 
 
