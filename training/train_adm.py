@@ -25,7 +25,7 @@ from collections.abc import Sequence
 
 import torch
 
-from diffusion_canon.data.labeled_images import LabeledImages, add_labeled_image_args, class_labels, load_labeled_images
+from diffusion_canon.data.labeled_images import LabeledImages, class_labels, load_labeled_images
 from diffusion_canon.finetune.data import ImageTransform
 from diffusion_canon.models import ADMUNet2DModel
 from diffusion_canon.pipelines import ADMPipeline, save_pipeline_folder
@@ -35,6 +35,7 @@ from diffusion_canon.training.adm_args import (
     add_adm_network_args, add_diffusion_args, add_objective_args, check_network_args, diffusion_scheduler,
     network_kwargs,
 )
+from diffusion_canon.training.labeled_image_args import add_labeled_image_args, labeled_image_options
 from diffusion_canon.training.losses import training_losses
 from diffusion_canon.training.timestep_samplers import LossAwareSampler, create_named_schedule_sampler
 
@@ -62,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
 
     # Data: images in [-1, 1] and contiguous class indices (bad columns fail before any model is built).
-    dataset = load_labeled_images(args)
+    dataset = load_labeled_images(**labeled_image_options(args))
     labels, names = ([0] * len(dataset), None) if args.unconditional else class_labels(dataset, args.label_column)
     images = LabeledImages(dataset, args.image_column, labels, ImageTransform(args.resolution, True, args.random_flip))
     run = TrainingRun(args, "adm")

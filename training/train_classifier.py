@@ -28,7 +28,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from diffusion_canon.data.labeled_images import LabeledImages, add_labeled_image_args, class_labels, load_labeled_images
+from diffusion_canon.data.labeled_images import LabeledImages, class_labels, load_labeled_images
 from diffusion_canon.finetune.data import ImageTransform
 from diffusion_canon.models import ADMClassifierModel
 from diffusion_canon.models.adm_classifier import POOLS
@@ -37,6 +37,7 @@ from diffusion_canon.training import TrainingRun, parse_training_args, training_
 from diffusion_canon.training.adm_args import (
     add_adm_network_args, add_diffusion_args, check_network_args, diffusion_scheduler, network_kwargs,
 )
+from diffusion_canon.training.labeled_image_args import add_labeled_image_args, labeled_image_options
 from diffusion_canon.training.timestep_samplers import LossAwareSampler, create_named_schedule_sampler
 
 
@@ -79,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     scheduler = base.scheduler if base is not None else diffusion_scheduler(args)
 
     # Data: the same classes, in the same order, as the U-Net to guide.
-    dataset = load_labeled_images(args)
+    dataset = load_labeled_images(**labeled_image_options(args))
     labels, names = class_labels(dataset, args.label_column)
     if base is not None and base.class_names is not None and base.class_names != names:
         raise ValueError(f"the data's classes {names} differ from the U-Net's class_names {base.class_names}")
@@ -152,7 +153,7 @@ def evaluate(classifier: ADMClassifierModel, scheduler, args: argparse.Namespace
     """Top-1 accuracy on held-out glyph renders (split="validation") noised to t ∈ {0, T/4, T/2, 3T/4}."""
     if not args.num_eval_images:
         return {}
-    held_out = load_labeled_images(argparse.Namespace(**{**vars(args), "num_images": args.num_eval_images}),
+    held_out = load_labeled_images(**{**labeled_image_options(args), "num_images": args.num_eval_images},
                                    split="validation")
     labels, names = class_labels(held_out, args.label_column)
     if names != list(classifier.config.class_names):

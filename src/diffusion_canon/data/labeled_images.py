@@ -3,12 +3,12 @@
 Three sources, one shape: the glyph world (the default), an image folder whose sub-folders are the classes (the
 ``datasets`` "imagefolder" builder turns ``cat/1.png`` into label "cat"), or any ``datasets`` dataset (a Hub id or a
 ``save_to_disk`` folder) with an image column and a label column. Labels are mapped to contiguous indices 0 … K−1 with
-names, so the trained model's ``class_names`` say what each index means.
+names, so the trained model's ``class_names`` say what each index means. The flags that choose the source are
+:mod:`diffusion_canon.training.labeled_image_args`; this module takes plain values.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 from collections.abc import Callable, Sequence
 
@@ -18,52 +18,48 @@ from torch.utils.data import Dataset
 from .glyphs import CHARACTERS, load_glyphs
 
 
-def add_labeled_image_args(parser: argparse.ArgumentParser, resolution: int = 32) -> None:
-    """Data flags shared by ``train_adm.py`` and ``train_classifier.py``."""
-    group = parser.add_argument_group("data (default: the glyph world)")
-    group.add_argument("--dataset_name", default=None, help="A datasets dataset: Hub id or save_to_disk folder.")
-    group.add_argument("--train_data_dir", default=None, help="Image folder, one sub-folder per class.")
-    group.add_argument("--image_column", default="image")
-    group.add_argument("--label_column", default="label")
-    group.add_argument("--resolution", type=int, default=resolution)
-    group.add_argument("--random_flip", action="store_true",
-                       help="Horizontal flips (never for glyphs: 'E' ≠ mirrored 'E').")
-    group.add_argument("--characters", default="0123456789", help="Glyph world: the classes, e.g. 0-9A-Z as a string.")
-    group.add_argument("--colors", default=None, help="Glyph world: ink colours, comma-separated (default: all).")
-    group.add_argument("--backgrounds", default=None,
-                       help="Glyph world: paper colours, comma-separated (default: all).")
-    group.add_argument("--num_images", type=int, default=5000, help="Glyph world: renders of split='train'.")
-    group.add_argument("--data_seed", type=int, default=0, help="Glyph world: render seed.")
+def load_labeled_images(
+    *,
+    dataset_name: str | None = None,
+    train_data_dir: str | None = None,
+    split: str = "train",
+    resolution: int = 32,
+    characters: str = "0123456789",
+    colors: Sequence[str] | None = None,
+    backgrounds: Sequence[str] | None = None,
+    num_images: int = 5000,
+    data_seed: int = 0,
+):
+    """A ``datasets.Dataset`` of class-labelled images: an image folder, a ``datasets`` dataset or the glyph world.
 
-
-def load_labeled_images(args: argparse.Namespace, split: str = "train"):
-    """The ``datasets.Dataset`` the flags name: ``--train_data_dir``, ``--dataset_name`` or the glyph world."""
+    Each parameter is the training scripts' flag of the same name (``training/labeled_image_args.py``), so errors
+    name the flag. At most one of ``train_data_dir`` (one sub-folder per class) and ``dataset_name`` (a Hub id or a
+    ``save_to_disk`` folder, which is loaded whole, whatever ``split``); with neither, ``num_images`` glyph-world
+    renders of ``split`` at ``resolution``: the classes ``characters`` (a string, e.g. ``"0123456789"``), ink
+    ``colors`` and paper ``backgrounds`` (names; None = all), drawn with ``data_seed``.
+    """
     import datasets
 
-    if args.train_data_dir and args.dataset_name:
-        raise ValueError(f"pass --train_data_dir or --dataset_name, not both (got {args.train_data_dir!r} and "
-                         f"{args.dataset_name!r})")
-    if args.train_data_dir:
-        if not os.path.isdir(args.train_data_dir):
-            raise ValueError(f"--train_data_dir {args.train_data_dir!r} is not an existing folder")
-        return datasets.load_dataset("imagefolder", data_dir=args.train_data_dir, split=split)
-    if args.dataset_name:
-        if os.path.isdir(args.dataset_name) and os.path.isfile(os.path.join(args.dataset_name, "dataset_info.json")):
-            return datasets.load_from_disk(args.dataset_name)
+    if train_data_dir and dataset_name:
+        raise ValueError(f"pass --train_data_dir or --dataset_name, not both (got {train_data_dir!r} and "
+                         f"{dataset_name!r})")
+    if train_data_dir:
+        if not os.path.isdir(train_data_dir):
+            raise ValueError(f"--train_data_dir {train_data_dir!r} is not an existing folder")
+        return datasets.load_dataset("imagefolder", data_dir=train_data_dir, split=split)
+    if dataset_name:
+        if os.path.isdir(dataset_name) and os.path.isfile(os.path.join(dataset_name, "dataset_info.json")):
+            return datasets.load_from_disk(dataset_name)
         try:
-            return datasets.load_dataset(args.dataset_name, split=split)
+            return datasets.load_dataset(dataset_name, split=split)
         except Exception as error:  # the datasets library raises a zoo of types for "not found"
-            raise ValueError(f"--dataset_name {args.dataset_name!r} could not be loaded: {error}") from error
-    unknown = sorted(set(args.characters) - set(CHARACTERS))
-    if unknown or not args.characters:
-        raise ValueError(f"--characters {args.characters!r}: unknown characters {unknown}; "
+            raise ValueError(f"--dataset_name {dataset_name!r} could not be loaded: {error}") from error
+    unknown = sorted(set(characters) - set(CHARACTERS))
+    if unknown or not characters:
+        raise ValueError(f"--characters {characters!r}: unknown characters {unknown}; "
                          f"allowed: {''.join(CHARACTERS)}")
-    return load_glyphs(args.resolution, seed=args.data_seed, split=split, characters=args.characters,
-                       colors=_names(args.colors), backgrounds=_names(args.backgrounds), num_images=args.num_images)
-
-
-def _names(text: str | None) -> list[str] | None:
-    return None if text is None else [name.strip() for name in text.split(",") if name.strip()]
+    return load_glyphs(resolution, seed=data_seed, split=split, characters=characters, colors=colors,
+                       backgrounds=backgrounds, num_images=num_images)
 
 
 def class_labels(dataset, label_column: str) -> tuple[list[int], list[str]]:
