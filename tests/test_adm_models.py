@@ -91,7 +91,7 @@ def test_unet_forward_matches_reference(name):
     timesteps = torch.tensor(case["t"])
     labels = None if case["y"] is None else torch.tensor(case["y"])
     with torch.no_grad():
-        out = model(x, timesteps, labels, low_res=low_res).sample
+        out = model(x, timesteps, class_labels=labels, low_res=low_res).sample
     stride = case["stride"]
     expected = reference_tensors()[f"{name}.out"]
     assert out[..., ::stride, ::stride].shape == expected.shape

@@ -10,7 +10,7 @@ import pytest
 import torch
 from scipy import ndimage
 
-from diffusion_canon.pipelines.pipeline_super_resolution import reverse_process
+from diffusion_canon.pipelines.sampling import denoise
 from diffusion_canon.schedulers import ImprovedDDPMScheduler
 from diffusion_canon.augmentation import (
     ConditioningAugmentation,
@@ -125,16 +125,17 @@ def test_truncated_reverse_process_stops_at_the_marginal_of_level_s(level):
     scheduler = ImprovedDDPMScheduler(beta_schedule="cosine")
     x0 = torch.tensor([0.5, -0.25, 0.75, 0.0]).reshape(1, 1, 2, 2)
     predict = exact_denoiser(x0, scheduler)
-    pipe = type("P", (), {"progress_bar": staticmethod(lambda it: it)})()
+    pipe = type("P", (), {"progress_bar": staticmethod(lambda it: it), "interrupt": False})()
     generator = torch.Generator().manual_seed(0)
     scheduler.set_timesteps(10)
     scheduler.set_timesteps(timesteps=truncated_timesteps(scheduler.timesteps, level))
-    z = reverse_process(pipe, scheduler, torch.randn(20000, 1, 2, 2, generator=generator), predict, generator, stop_at=level)
+    z = denoise(pipe, scheduler, predict, torch.randn(20000, 1, 2, 2, generator=generator), generator=generator,
+              stop_at=level)
     alpha_bar = cosine_alpha_bar(level)
     assert (z.mean(0) - math.sqrt(alpha_bar) * x0[0]).abs().max() < 0.03
     assert (z.var(0) - (1 - alpha_bar)).abs().max() < 0.05 * (1 - alpha_bar)
     scheduler.set_timesteps(10)
-    full = reverse_process(pipe, scheduler, torch.randn(8, 1, 2, 2, generator=generator), predict, generator)
+    full = denoise(pipe, scheduler, predict, torch.randn(8, 1, 2, 2, generator=generator), generator=generator)
     torch.testing.assert_close(full, x0.expand(8, -1, -1, -1), atol=1e-4, rtol=0)
     with pytest.raises(ValueError, match="stop_at"):
-        reverse_process(pipe, scheduler, torch.randn(1, 1, 2, 2), predict, stop_at=level)
+        denoise(pipe, scheduler, predict, torch.randn(1, 1, 2, 2), stop_at=level)

@@ -137,8 +137,11 @@ def test_super_resolution_is_detected_from_the_checkpoint(tmp_path):
     assert layout["input_blocks.0.0.weight"] == (32, 6, 3, 3)
     checkpoint = save_pt(tmp_path / "model.pt", regenerate(list(layout.items()), 0))
     output = convert_adm_checkpoint(checkpoint, tmp_path / "pipe", repo="improved-diffusion", model_flags_string=flags)
-    config = ADMPipeline.from_pretrained(output).unet.config
+    pipe = DiffusionPipeline.from_pretrained(output, trust_remote_code=True)
+    assert type(pipe).__name__ == "SuperResolutionPipeline"  # the reference's SuperResModel, sampled as a stage
+    config = pipe.unet.config
     assert (config.low_res_channels, config.sample_size, len(config.channel_mult)) == (3, 256, 6)
+    assert config.augmentation_level_embedding is False
 
 
 def test_mismatched_checkpoints_are_reported_by_name(tmp_path):

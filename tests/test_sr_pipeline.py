@@ -184,7 +184,8 @@ def test_classifier_free_guidance_mixes_conditional_and_null_passes():
     pipe = sr_pipeline(null_class_embedding=True)
     x, t = torch.randn(2, 3, 8, 8), torch.tensor([5, 5])
     low, level, labels = low_res_images() * 2 - 1, torch.tensor([0, 0]), torch.tensor([1, 2])
-    guided = pipe.predict(x, t, labels, 3.0, low, level)
+    pipe.begin_sampling(3.0)
+    guided = pipe.model(labels, low, level)(x, t)
     cond = pipe.unet(x, t, low, level, labels).sample
     null = pipe.unet(x, t, low, level, torch.full_like(labels, 3)).sample
     torch.testing.assert_close(guided[:, :3], null[:, :3] + 3.0 * (cond[:, :3] - null[:, :3]), rtol=1e-5, atol=1e-5)

@@ -14,7 +14,8 @@ from diffusion_canon.clip.glyph_clip import glyph_clip_config, glyph_clip_image_
 from diffusion_canon.models.unclip_decoder import UnCLIPDecoderUNet2DModel
 from diffusion_canon.models.unclip_prior import UnCLIPPriorTransformer
 from diffusion_canon.pipelines.hub import save_pipeline_folder
-from diffusion_canon.pipelines.pipeline_unclip import UnCLIPPipeline, default_decoder_scheduler, guided_decoder_output
+from diffusion_canon.pipelines.pipeline_unclip import UnCLIPPipeline, decoder_model, default_decoder_scheduler
+from diffusion_canon.pipelines.sampling import classifier_free_guidance
 from diffusion_canon.pipelines.pipeline_unclip_prior import UnCLIPPriorPipeline, default_prior_scheduler
 
 D, LENGTH = 8, 8
@@ -90,6 +91,12 @@ def test_decoder_rng_contract(pipe):
                                            output_type="latent"), x)
 
 
+def guided_decoder_output(pipe, x, t, image_embeds, tokens, scale, keep_image=True):
+    pipe.begin_sampling(scale)
+    model = decoder_model(pipe.decoder, image_embeds, tokens, keep_image)
+    return classifier_free_guidance(model, pipe, channels=x.shape[1])(x, t)
+
+
 @torch.no_grad()
 def test_classifier_free_guidance_arithmetic(pipe):
     g = torch.Generator().manual_seed(4)
@@ -98,22 +105,22 @@ def test_classifier_free_guidance_arithmetic(pipe):
     off = torch.zeros(2, dtype=torch.bool)
     conditional = pipe.decoder(x, t, e, tokens).sample
     unconditional = pipe.decoder(x, t, e, tokens, keep_image=off, keep_text=off).sample
-    guided = guided_decoder_output(pipe.decoder, x, t, e, tokens, 3.0)
+    guided = guided_decoder_output(pipe, x, t, e, tokens, 3.0)
     close = dict(atol=1e-4, rtol=1e-4)  # one batch of 4 vs two of 2: float32 summation order differs
     torch.testing.assert_close(guided[:, :3], unconditional[:, :3] + 3.0 * (conditional[:, :3] - unconditional[:, :3]),
                                **close)
     torch.testing.assert_close(guided[:, 3:], conditional[:, 3:], **close)  # Σ from the conditional pass
-    torch.testing.assert_close(guided_decoder_output(pipe.decoder, x, t, e, tokens, 1.0), conditional)
+    torch.testing.assert_close(guided_decoder_output(pipe, x, t, e, tokens, 1.0), conditional)
     # caption only: the conditional pass sees the null embedding and the caption
     caption_only = pipe.decoder(x, t, e, tokens, keep_image=off).sample
-    guided = guided_decoder_output(pipe.decoder, x, t, e, tokens, 3.0, keep_image=False)
+    guided = guided_decoder_output(pipe, x, t, e, tokens, 3.0, keep_image=False)
     torch.testing.assert_close(guided[:, :3], unconditional[:, :3] + 3.0 * (caption_only[:, :3] - unconditional[:, :3]),
                                **close)
 
 
 def test_image_variations_decode_the_input_embedding(pipe):
     images = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(5))
-    out = pipe.variations(images, num_images_per_image=3, num_inference_steps=2, output_type="np",
+    out = pipe.variations(images, num_images_per_prompt=3, num_inference_steps=2, output_type="np",
                           generator=torch.Generator().manual_seed(0))
     assert out.images.shape == (6, 8, 8, 3)
     expected = encode_images(pipe.image_encoder, pipe.image_processor, images).repeat_interleave(3, dim=0)

@@ -32,7 +32,7 @@ from diffusion_canon.clip.encoding import encode_pairs
 from diffusion_canon.clip.glyph_clip import CLIPImageProcessor
 from diffusion_canon.models.unclip_decoder import UnCLIPDecoderUNet2DModel
 from diffusion_canon.pipelines.hub import cast_for_storage, save_pipeline_folder
-from diffusion_canon.pipelines.pipeline_unclip import UnCLIPPipeline, decoder_sample_loop
+from diffusion_canon.pipelines.pipeline_unclip import UnCLIPPipeline
 from diffusion_canon.pipelines.pipeline_unclip_prior import UnCLIPPriorPipeline
 from diffusion_canon.training import TrainingRun, image_grid, parse_training_args, training_parser, write_model_card
 from diffusion_canon.training.adm_args import (
@@ -183,11 +183,12 @@ def reconstructions(decoder: UnCLIPDecoderUNet2DModel, scheduler, image_embeds: 
     config = decoder.config
     noise = torch.randn(len(image_embeds), config.in_channels, config.sample_size, config.sample_size,
                         generator=generator).to(decoder.device)
-    scheduler.set_timesteps(args.num_inference_steps)
-    x0 = decoder_sample_loop(decoder, scheduler, noise, image_embeds.to(decoder.device), None, args.guidance_scale,
-                             generator)
+    pipe = build_pipeline(decoder, scheduler, args)
+    pipe.set_progress_bar_config(disable=True)
+    images = pipe.decode(image_embeds, num_inference_steps=args.num_inference_steps,
+                         guidance_scale=args.guidance_scale, generator=generator, latents=noise)
     decoder.train(was_training)
-    return UnCLIPPipeline.numpy_to_pil(((x0 + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy())
+    return images
 
 
 if __name__ == "__main__":

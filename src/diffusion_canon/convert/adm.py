@@ -18,8 +18,10 @@ from huggingface_hub import ModelCard, ModelCardData
 
 from ..models.adm_classifier import ADMClassifierModel
 from ..models.adm_unet import ADMUNet2DModel
+from ..models.sr_unet import SuperResolutionUNet2DModel
 from ..pipelines.hub import save_pipeline_folder
 from ..pipelines.pipeline_adm import ADMPipeline
+from ..pipelines.pipeline_super_resolution import SuperResolutionPipeline
 from ..schedulers import ImprovedDDPMScheduler
 from ..plain_files import UnreadableFileError, UnsafeFileError, load_plain
 from ..training.model_card import template_text
@@ -64,12 +66,16 @@ def convert_unet(
     legacy_qkv: bool,
     dtype: torch.dtype = torch.float32,
 ) -> ADMUNet2DModel:
-    """A reference U-Net state dict → :class:`ADMUNet2DModel` with ``config``; ``ValueError`` names every key or
-    shape that does not match."""
+    """A reference U-Net state dict → :class:`ADMUNet2DModel` with ``config`` — a
+    :class:`SuperResolutionUNet2DModel` without an augmentation-level embedding for upsamplers (``low_res_channels``
+    set: the reference's ``SuperResModel``); ``ValueError`` names every key or shape that does not match."""
+    model_cls = ADMUNet2DModel
+    if config.get("low_res_channels"):
+        model_cls, config = SuperResolutionUNet2DModel, {**config, "augmentation_level_embedding": False}
     with init_empty_weights():
-        layout = ADMUNet2DModel(**config)
+        layout = model_cls(**config)
     converted = convert_state_dict(reference, unet_rules(layout, legacy_qkv), "U-Net checkpoint")
-    return _materialize(ADMUNet2DModel, config, converted, dtype)
+    return _materialize(model_cls, config, converted, dtype)
 
 
 def convert_classifier(
@@ -161,7 +167,12 @@ def convert_adm_checkpoint(
         classifier_model = convert_classifier(load_checkpoint(classifier), clf_config, DTYPES[dtype])
 
     scheduler = ImprovedDDPMScheduler(**scheduler_config(parsed.diffusion))
-    pipeline = ADMPipeline(unet=unet, scheduler=scheduler, classifier=classifier_model)
+    if super_resolution and classifier_model is not None:
+        raise ValueError("--classifier: the checkpoint is an upsampler, and the reference guides only base models")
+    if super_resolution:  # the reference's super_res_sample.py: conditioned on --small_size images
+        pipeline = SuperResolutionPipeline(unet=unet, scheduler=scheduler)
+    else:
+        pipeline = ADMPipeline(unet=unet, scheduler=scheduler, classifier=classifier_model)
     card = model_card(
         output, repo, Path(checkpoint).name, flags_string, classifier_flags_string, spec, unet, classifier_model,
         scheduler,
@@ -185,7 +196,7 @@ def model_card(
     guided = repo == "guided-diffusion"
     arguments = []
     if unet.config.low_res_channels:
-        arguments.append("low_res=low_res_images")
+        arguments.append("low_res_images")
     if unet.config.num_classes is not None or classifier is not None:
         arguments.append("class_labels=[207, 360]")
     else:

@@ -36,8 +36,9 @@ from ..schedulers.improved_diffusion_base import ImprovedDiffusionScheduler
 from ..augmentation import gaussian_blur, levels_tensor
 from ..checks import check_augmentation, check_count, check_choice, check_flag, check_sampling
 from .hub import FolderPipelineMixin
-from .pipeline_adm import OUTPUT_TYPES, ADMPipeline, ClassLabels
-from .pipeline_super_resolution import StepCallback, SuperResolutionPipeline, postprocess, prepare_schedule, reverse_process
+from .pipeline_adm import ADMPipeline, ClassLabels
+from .pipeline_super_resolution import SuperResolutionPipeline
+from .sampling import OUTPUT_TYPES, SamplingMixin, StepCallback, postprocess
 
 MAX_SR_STAGES = 3
 Images = torch.Tensor | np.ndarray | list[PIL.Image.Image]
@@ -62,7 +63,7 @@ def per_stage(value: Any, count: int, name: str) -> list[Any]:
     return [value] * count
 
 
-class CascadedPipeline(FolderPipelineMixin, DiffusionPipeline):
+class CascadedPipeline(SamplingMixin, FolderPipelineMixin, DiffusionPipeline):
     r"""A base :class:`ADMPipeline`-style model and up to three super-resolution stages, saved as one folder.
 
     Components:
@@ -186,11 +187,10 @@ class CascadedPipeline(FolderPipelineMixin, DiffusionPipeline):
         labels = base.prepare_class_labels(class_labels, batch_size)
         if labels is not None:
             batch_size = len(labels)
-        base.check_inputs(labels, 0.0, guidance[0], output_type, None, callback_on_step_end_tensor_inputs, batch_size,
+        base.check_inputs(labels, 0.0, guidance[0], output_type, callback_on_step_end_tensor_inputs, batch_size,
                           ddim[0], etas[0], generator, None, steps[0], callback_on_step_end)
-        device = self._execution_device
         if labels is not None:
-            labels = labels.to(device)
+            labels = labels.to(self._execution_device)
         callbacks = dict(
             callback_on_step_end=callback_on_step_end,
             callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
@@ -198,28 +198,23 @@ class CascadedPipeline(FolderPipelineMixin, DiffusionPipeline):
 
         # base stage: p(z⁽⁰⁾ | y), stopped at s_1 when stage 1 is truncated
         stop = levels[0] if stages and truncated[0] else None
-        latents = base.prepare_latents(batch_size, generator, None, device)
-        scheduler = prepare_schedule(base, ddim[0], steps[0], respacing[0], stop)
-        base_labels = labels if self.base_unet.config.num_classes is not None else None
-        sample = reverse_process(
-            base, scheduler, latents, lambda x, t: base.predict(x, t, base_labels, guidance[0], None),
-            generator, {"eta": etas[0]} if ddim[0] else None, stop, **callbacks,
-        )
+        sample = base.sample(labels, batch_size, steps[0], respacing[0], ddim[0], etas[0], 0.0, guidance[0], generator,
+                             stop_at=stop, **callbacks)
         outputs = [sample]
-
         for k, stage in enumerate(stages):
             if truncated[k]:  # the previous stage's z_s, level s
                 conditioning = sample if blurs[k] is None else gaussian_blur(sample, float(blurs[k]), blur_kernel_size)
-                stage_levels = levels_tensor(levels[k], batch_size, stage.scheduler.config.num_train_timesteps, device)
+                stage_levels = levels_tensor(levels[k], batch_size, stage.scheduler.config.num_train_timesteps,
+                                             sample.device)
             else:
                 conditioning, stage_levels = stage.augment(sample, levels[k], blurs[k], blur_kernel_size, generator)
-            stage_labels = labels if stage.unet.config.num_classes is not None else None
             stop = levels[k + 1] if k + 1 < len(stages) and truncated[k + 1] else None
             sample = stage.sample(
-                conditioning, stage_levels, stage_labels, steps[k + 1], respacing[k + 1], ddim[k + 1], etas[k + 1],
+                conditioning, stage_levels, labels, steps[k + 1], respacing[k + 1], ddim[k + 1], etas[k + 1],
                 guidance[k + 1], generator, stop_at=stop, **callbacks,
             )
             outputs.append(sample)
+        self._num_timesteps = sum(producer.num_timesteps for producer in producers)
 
         self.maybe_free_model_hooks()
         stage_images = [postprocess(output, output_type) for output in outputs]

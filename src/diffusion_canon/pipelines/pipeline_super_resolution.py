@@ -11,30 +11,37 @@ RNG contract: with one ``torch.Generator`` the stage draws, in order, the augmen
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import PIL.Image
 import torch
 from diffusers import DiffusionPipeline, ImagePipelineOutput, ModelMixin, SchedulerMixin  # noqa: F401 (see hub.py)
 from diffusers.image_processor import VaeImageProcessor
+from diffusers.utils import replace_example_docstring
 
+from ..augmentation import gaussian_blur, gaussian_kernel, levels_tensor, noise_conditioning
+from ..checks import check_augmentation, check_count, check_flag, check_tensor
 from ..models.sr_unet import SuperResolutionUNet2DModel
 from ..schedulers import ImprovedDDIMScheduler, ImprovedDDPMScheduler  # noqa: F401 (component loaders, see hub.py)
 from ..schedulers.improved_diffusion_base import ImprovedDiffusionScheduler
-from ..augmentation import (
-    gaussian_blur,
-    gaussian_kernel,
-    levels_tensor,
-    noise_conditioning,
-    truncated_timesteps,
-)
-from ..checks import check_augmentation, check_count, check_flag, checked_step
-from .pipeline_adm import OUTPUT_TYPES, ADMPipeline, ClassLabels, classifier_free_guidance
+from .hub import FolderPipelineMixin
+from .pipeline_adm import ADMSamplingMixin, ClassLabels
+from .sampling import Model, StepCallback, classifier_free_guidance, denoise, doubled_for, postprocess
 
 LowResImages = PIL.Image.Image | Sequence[PIL.Image.Image] | np.ndarray | torch.Tensor
-StepCallback = Callable[[DiffusionPipeline, int, torch.Tensor, dict[str, Any]], dict[str, Any]]
+
+EXAMPLE_DOC_STRING = """
+    Examples:
+        ```py
+        >>> import torch
+        >>> from diffusers import DiffusionPipeline
+        >>> cascade = DiffusionPipeline.from_pretrained("pipelines/glyph-cascade-16-64", trust_remote_code=True)
+        >>> stage = cascade.stages[0]  # a SuperResolutionPipeline sharing the cascade's modules
+        >>> low_res = cascade.base(class_labels=[3], num_inference_steps=50, output_type="pt").images
+        >>> images = stage(low_res, class_labels=[3], num_inference_steps=50, generator=torch.manual_seed(0)).images
+        ```
+"""
 
 
 def images_to_model_input(images: LowResImages, channels: int, size: int | None, name: str = "low_res") -> torch.Tensor:
@@ -72,62 +79,7 @@ def images_to_model_input(images: LowResImages, channels: int, size: int | None,
     return tensor * 2 - 1
 
 
-def reverse_process(
-    pipeline: DiffusionPipeline,
-    scheduler: ImprovedDiffusionScheduler,
-    latents: torch.Tensor,
-    predict: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    generator: torch.Generator | None = None,
-    step_kwargs: dict[str, Any] | None = None,
-    stop_at: int | None = None,
-    callback_on_step_end: StepCallback | None = None,
-    callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
-) -> torch.Tensor:
-    """Run ``scheduler.step`` over ``scheduler.timesteps`` (set beforehand) from ``latents``.
-
-    ``predict(x_t [N, C, H, W], model_timestep [N]) → model output``. With ``stop_at=s`` the schedule must end at s
-    (see :func:`~diffusion_canon.augmentation.truncated_timesteps`) and the step *at* s is skipped, so the
-    result is the sample z_s at marginal level s rather than x_0. One ``randn`` per stochastic step.
-    """
-    timesteps = scheduler.timesteps
-    if stop_at is not None:
-        if int(timesteps[-1]) != stop_at:
-            raise ValueError(f"stop_at={stop_at} must be the schedule's last timestep, got {int(timesteps[-1])}")
-        timesteps = timesteps[:-1]
-    batch = latents.shape[0]
-    for step, t in enumerate(pipeline.progress_bar(timesteps)):
-        model_output = predict(latents, scheduler.model_timestep(t).to(latents.device).expand(batch))
-        latents = checked_step(scheduler, step, "latents, the low-res input, guidance_scale, eta and noise_level",
-                               model_output, t, latents, generator=generator, **(step_kwargs or {})).prev_sample
-        if callback_on_step_end is not None:
-            current = {"latents": latents}
-            tensors = {name: current[name] for name in callback_on_step_end_tensor_inputs}
-            latents = callback_on_step_end(pipeline, step, t, tensors).get("latents", latents)
-    return latents
-
-
-def prepare_schedule(
-    pipeline: ADMPipeline,
-    use_ddim: bool,
-    num_inference_steps: int | None,
-    timestep_respacing: str | None,
-    stop_at: int | None = None,
-) -> ImprovedDiffusionScheduler:
-    """The pipeline's DDPM/DDIM scheduler with its inference schedule set; with ``stop_at=s`` the schedule is
-    truncated at s (:func:`~diffusion_canon.augmentation.truncated_timesteps`)."""
-    scheduler = pipeline.sampler(use_ddim)
-    scheduler.set_timesteps(num_inference_steps=num_inference_steps, timestep_respacing=timestep_respacing)
-    if stop_at is not None:
-        scheduler.set_timesteps(timesteps=truncated_timesteps(scheduler.timesteps, stop_at))
-    return scheduler
-
-
-def postprocess(samples: torch.Tensor, output_type: str) -> torch.Tensor | np.ndarray | list[PIL.Image.Image]:
-    """Samples in [−1, 1] → "pil" / "np" (NHWC in [0, 1]) / "pt" (NCHW in [0, 1]); "latent" returns them as is."""
-    return VaeImageProcessor(do_resize=False).postprocess(samples, output_type=output_type)
-
-
-class SuperResolutionPipeline(ADMPipeline):
+class SuperResolutionPipeline(ADMSamplingMixin, FolderPipelineMixin, DiffusionPipeline):
     r"""Super-resolution sampling with a :class:`~diffusion_canon.models.sr_unet.SuperResolutionUNet2DModel`.
 
     Components:
@@ -138,11 +90,10 @@ class SuperResolutionPipeline(ADMPipeline):
     :class:`~diffusion_canon.pipelines.pipeline_adm.ADMPipeline`; classifier guidance is not offered.
     """
 
-    classifier = None  # no classifier component; ADMPipeline's helpers read it
-    _optional_components: list[str] = []
+    model_cpu_offload_seq = "unet"
 
     def __init__(self, unet: SuperResolutionUNet2DModel, scheduler: ImprovedDiffusionScheduler):
-        DiffusionPipeline.__init__(self)
+        super().__init__()
         self.register_modules(unet=unet, scheduler=scheduler)
 
     # -- conditioning ----------------------------------------------------------------------------------------------
@@ -173,20 +124,18 @@ class SuperResolutionPipeline(ADMPipeline):
             low_res = noise_conditioning(low_res, levels, self.scheduler, generator)
         return low_res, levels
 
-    def predict(
-        self,
-        latents: torch.Tensor,
-        model_timestep: torch.Tensor,
-        labels: torch.Tensor | None,
-        guidance_scale: float | None,
-        low_res: torch.Tensor | None,
-        augmentation_level: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """The SR U-Net output for x_t given the (augmented) conditioning and its level, ``[N, out_channels, H, W]``
-        float32; classifier-free guidance ε̃ = ε(∅) + w·(ε(y) − ε(∅)) as in ADMPipeline."""
-        unet_pass = lambda y, x, t, low, level: self.unet(x, t, low, level, y).sample.float()  # noqa: E731
-        return classifier_free_guidance(unet_pass, labels, self.unet.config.num_classes, guidance_scale, latents,
-                                        model_timestep, low_res, augmentation_level)
+    # -- the model as a function ------------------------------------------------------------------------------
+
+    def model(self, labels: torch.Tensor | None, conditioning: torch.Tensor, levels: torch.Tensor) -> Model:
+        """``(x_t, model_timestep) -> SR U-Net output`` float32 given the (augmented) conditioning and its level, with
+        classifier-free guidance as in :meth:`ADMPipeline.model`."""
+        labels = self.unet_labels(labels)
+
+        def unet(x: torch.Tensor, model_timestep: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+            low_res, level = doubled_for(keep, conditioning, levels)
+            return self.unet(x, model_timestep, low_res, level, self.labels_under_guidance(labels, keep)).sample.float()
+
+        return classifier_free_guidance(unet, self, channels=self.unet.config.in_channels)
 
     def sample(
         self,
@@ -198,7 +147,7 @@ class SuperResolutionPipeline(ADMPipeline):
         use_ddim: bool = False,
         eta: float = 0.0,
         guidance_scale: float | None = None,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,
         stop_at: int | None = None,
         callback_on_step_end: StepCallback | None = None,
@@ -207,21 +156,25 @@ class SuperResolutionPipeline(ADMPipeline):
         """The reverse process given prepared conditioning ``[N, C, h, w]`` (model space, already augmented) and
         ``levels`` ``[N]``: draws x_T (unless ``latents``), steps, returns x_0 — or z_s with ``stop_at=s``, the schedule
         being truncated at s — as ``[N, C, H, W]`` in model space."""
+        self.begin_sampling(guidance_scale)
         latents = self.prepare_latents(conditioning.shape[0], generator, latents, conditioning.device)
-        scheduler = prepare_schedule(self, use_ddim, num_inference_steps, timestep_respacing, stop_at)
-        unet_labels = labels if self.unet.config.num_classes is not None else None
-        return reverse_process(
-            self, scheduler, latents,
-            lambda x, t: self.predict(x, t, unet_labels, guidance_scale, conditioning, levels),
-            generator, {"eta": eta} if use_ddim else None, stop_at,
-            callback_on_step_end, callback_on_step_end_tensor_inputs,
+        scheduler = self.inference_scheduler(use_ddim, num_inference_steps, timestep_respacing, stop_at,
+                                             conditioning.device)
+        return denoise(
+            self, scheduler, self.model(labels, conditioning, levels), latents, generator=generator,
+            step_kwargs={"eta": eta} if use_ddim else None, stop_at=stop_at,
+            callback_on_step_end=callback_on_step_end,
+            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
+            causes="latents, the low-res input, guidance_scale, eta and noise_level",
         )
 
     @torch.no_grad()
+    @replace_example_docstring(EXAMPLE_DOC_STRING)
     def __call__(
         self,
         low_res: LowResImages,
         class_labels: ClassLabels | None = None,
+        num_images_per_prompt: int = 1,
         num_inference_steps: int | None = None,
         timestep_respacing: str | None = None,
         use_ddim: bool = False,
@@ -230,7 +183,7 @@ class SuperResolutionPipeline(ADMPipeline):
         blur_sigma: float | None = None,
         blur_kernel_size: int = 3,
         guidance_scale: float | None = None,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,
         output_type: str = "pil",
         return_dict: bool = True,
@@ -241,26 +194,38 @@ class SuperResolutionPipeline(ADMPipeline):
 
         Args:
             low_res: the low-resolution images (PIL image(s), NHWC numpy or NCHW torch in [0, 1]) of side
-                ``unet.config.low_res_sample_size``; their number is the batch size.
-            class_labels: a class index or name, or one per image (class-conditional U-Nets only).
-            num_inference_steps / timestep_respacing, use_ddim, eta, guidance_scale: as ``ADMPipeline``.
+                ``unet.config.low_res_sample_size``.
+            class_labels: a class index or name, or one per input image (class-conditional U-Nets only).
+            num_images_per_prompt: upsamplings per input image (image-major); the batch is their product.
+            num_inference_steps, timestep_respacing, use_ddim, eta, guidance_scale: as ``ADMPipeline``.
             noise_level: Gaussian conditioning augmentation at inference: z_s ~ q(z_s | z), s in [0, T), s given to the
                 network. ``None`` (default) = no noise, level 0.
             blur_sigma, blur_kernel_size: Gaussian blur of the conditioning at inference (``None`` = none).
             generator, latents: the RNG (see the module docstring) and optional x_T ``[N, C, H, W]``.
             output_type: "pil", "np" (NHWC in [0, 1]), "pt" (NCHW in [0, 1]) or "latent" (x_0 in [−1, 1]).
-            callback_on_step_end: ``callback(pipe, step, timestep, {"latents": ...}) -> dict`` after every step.
+            return_dict: return an ``ImagePipelineOutput`` (else a tuple).
+            callback_on_step_end, callback_on_step_end_tensor_inputs: as ``ADMPipeline``.
+
+        Examples:
+
+        Returns:
+            ``ImagePipelineOutput`` with ``images`` in ``output_type`` (or the tuple ``(images,)``).
         """
         check_flag("return_dict", return_dict)
+        check_count("num_images_per_prompt", num_images_per_prompt)
         check_augmentation(self.scheduler.config.num_train_timesteps, noise_level, blur_sigma, blur_kernel_size)
         conditioning = self.prepare_low_res(low_res)
-        check_count("low_res (its number of images)", conditioning.shape[0])
+        check_tensor("low_res", conditioning, ndim=4)
+        check_count("low_res (its number of images) × num_images_per_prompt", conditioning.shape[0] *
+                    num_images_per_prompt)
         labels = self.prepare_class_labels(class_labels, conditioning.shape[0])
         if labels is not None and len(labels) != conditioning.shape[0]:
             raise ValueError(f"class_labels holds {len(labels)} labels for {conditioning.shape[0]} low_res images")
-        self.check_inputs(labels, 0.0, guidance_scale, output_type, conditioning, callback_on_step_end_tensor_inputs,
-                          conditioning.shape[0], use_ddim, eta, generator, latents, num_inference_steps,
-                          callback_on_step_end)
+        conditioning = conditioning.repeat_interleave(num_images_per_prompt, dim=0)
+        labels = None if labels is None else labels.repeat_interleave(num_images_per_prompt, dim=0)
+        self.check_sampling_inputs(labels, guidance_scale, output_type, callback_on_step_end_tensor_inputs,
+                                   conditioning.shape[0], use_ddim, eta, generator, latents, num_inference_steps,
+                                   callback_on_step_end)
         if labels is not None:
             labels = labels.to(conditioning.device)
         conditioning, levels = self.augment(conditioning, noise_level, blur_sigma, blur_kernel_size, generator)

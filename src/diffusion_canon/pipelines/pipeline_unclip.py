@@ -14,7 +14,7 @@ noise of that shape, in sampling order, then the super-resolution stage.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,13 +32,14 @@ from ..schedulers import ImprovedDDPMScheduler
 from ..schedulers.improved_diffusion_base import ImprovedDiffusionScheduler
 from .hub import FolderPipelineMixin
 from ..checks import (
-    check_callback, check_choice, check_count, checked_step, check_flag, check_generator, check_number,
-    check_images, check_prompts, check_tensor,
+    check_callback, check_choice, check_count, check_flag, check_generator, check_number, check_images, check_prompts,
+    check_tensor,
 )
 from .pipeline_unclip_prior import UnCLIPPriorPipeline
-
-OUTPUT_TYPES = ("pil", "np", "pt", "latent")
-StepCallback = Callable[[DiffusionPipeline, int, torch.Tensor, dict[str, Any]], dict[str, Any]]
+from .sampling import (
+    OUTPUT_TYPES, ConditionedModel, SamplingMixin, StepCallback, classifier_free_guidance, denoise, doubled_for,
+    postprocess,
+)
 
 
 @dataclass
@@ -50,59 +51,28 @@ class UnCLIPPipelineOutput(BaseOutput):
     image_embeds: torch.Tensor
 
 
-def guided_decoder_output(
+def decoder_model(
     decoder: UnCLIPDecoderUNet2DModel,
-    latents: torch.Tensor,
-    model_timestep: torch.Tensor,
     image_embeds: torch.Tensor,
     tokens: torch.Tensor | None,
-    guidance_scale: float,
     keep_image: bool = True,
-) -> torch.Tensor:
-    """The decoder output ``(B, out_channels, H, W)`` float32 for x_t ``(B, C, H, W)``, with classifier-free guidance
-    on ε when ``guidance_scale != 1``: ε̃ = ε(∅, ∅) + w·(ε(z_i, y) − ε(∅, ∅)); Σ from the conditional pass.
-    ``keep_image=False`` conditions on the caption alone (the null embedding in both passes)."""
-    b = latents.shape[0]
-    kept = torch.full((b,), keep_image, dtype=torch.bool, device=latents.device)
-    if guidance_scale == 1.0:
-        return decoder(latents, model_timestep, image_embeds, tokens, keep_image=kept).sample.float()
-    dropped = torch.zeros_like(kept)
-    twice = lambda x: None if x is None else torch.cat([x, x])  # noqa: E731
-    output = decoder(twice(latents), twice(model_timestep), twice(image_embeds), twice(tokens),
-                     keep_image=torch.cat([kept, dropped]), keep_text=torch.cat([~dropped, dropped])).sample.float()
-    conditional, unconditional = output.chunk(2)
-    c = latents.shape[1]
-    eps = unconditional[:, :c] + guidance_scale * (conditional[:, :c] - unconditional[:, :c])
-    return torch.cat([eps, conditional[:, c:]], dim=1)
+) -> ConditionedModel:
+    """The decoder as a conditioned model ``(x_t, model_timestep, keep) -> output`` float32: rows whose ``keep`` is
+    False drop both conditions (the null image embedding and the null text tokens, the unconditional pass of
+    classifier-free guidance). ``keep_image=False`` conditions on the caption alone (the null embedding in every
+    row)."""
+
+    def model(x: torch.Tensor, model_timestep: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+        embeds, text = doubled_for(keep, image_embeds, tokens)
+        kept = torch.full((x.shape[0],), keep_image, dtype=torch.bool, device=x.device)
+        if keep is not None:
+            kept = kept & keep
+        return decoder(x, model_timestep, embeds, text, keep_image=kept, keep_text=keep).sample.float()
+
+    return model
 
 
-def decoder_sample_loop(
-    decoder: UnCLIPDecoderUNet2DModel,
-    scheduler: ImprovedDiffusionScheduler,
-    latents: torch.Tensor,
-    image_embeds: torch.Tensor,
-    tokens: torch.Tensor | None,
-    guidance_scale: float,
-    generator: torch.Generator | None = None,
-    progress: Callable[[Any], Any] = lambda steps: steps,
-    callback: Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-    keep_image: bool = True,
-) -> torch.Tensor:
-    """Ancestral sampling from x_T = ``latents`` ``(B, C, H, W)`` over ``scheduler.timesteps`` (call
-    ``set_timesteps`` first) → x_0 in [−1, 1]. ``callback(step, t, latents)`` may return replacement latents."""
-    b = latents.shape[0]
-    for step, t in enumerate(progress(scheduler.timesteps)):
-        model_timestep = scheduler.model_timestep(t).to(latents.device).expand(b)
-        output = guided_decoder_output(decoder, latents, model_timestep, image_embeds, tokens, guidance_scale,
-                                       keep_image)
-        latents = checked_step(scheduler, step, "latents, image_embeds and guidance_scale", output, t, latents,
-                               generator=generator).prev_sample
-        if callback is not None:
-            latents = callback(step, t, latents)
-    return latents
-
-
-class UnCLIPPipeline(FolderPipelineMixin, DiffusionPipeline):
+class UnCLIPPipeline(SamplingMixin, FolderPipelineMixin, DiffusionPipeline):
     r"""unCLIP text-to-image (prior + decoder) and image variations (decoder only).
 
     Components:
@@ -119,7 +89,6 @@ class UnCLIPPipeline(FolderPipelineMixin, DiffusionPipeline):
 
     model_cpu_offload_seq = "text_encoder->prior->image_encoder->decoder"
     _optional_components = ["prior", "prior_scheduler", "image_encoder", "image_processor"]
-    _callback_tensor_inputs = ["latents"]
 
     def __init__(
         self,
@@ -250,33 +219,24 @@ class UnCLIPPipeline(FolderPipelineMixin, DiffusionPipeline):
         image_embeds = image_embeds.to(device)
         tokens = None if text_token_encodings is None else text_token_encodings.to(device)
 
-        def callback(step: int, t: torch.Tensor, current: torch.Tensor) -> torch.Tensor:
-            tensors = {name: {"latents": current}[name] for name in callback_on_step_end_tensor_inputs}
-            return callback_on_step_end(self, step, t, tensors).get("latents", current)
-
+        self.begin_sampling(guidance_scale)
         self.decoder_scheduler.set_timesteps(num_inference_steps=num_inference_steps,
                                              timestep_respacing=timestep_respacing, device=device)
-        latents = decoder_sample_loop(self.decoder, self.decoder_scheduler, latents, image_embeds, tokens,
-                                      guidance_scale, generator, self.progress_bar,
-                                      callback if callback_on_step_end is not None else None, keep_image)
+        model = classifier_free_guidance(decoder_model(self.decoder, image_embeds, tokens, keep_image), self,
+                                         channels=config.in_channels)
+        latents = denoise(self, self.decoder_scheduler, model, latents, generator=generator,
+                          callback_on_step_end=callback_on_step_end,
+                          callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
+                          causes="latents, image_embeds and guidance_scale")
         self.maybe_free_model_hooks()
-        return self.postprocess(latents, output_type)
-
-    def postprocess(self, latents: torch.Tensor, output_type: str) -> Any:
-        if output_type == "latent":
-            return latents
-        images = ((latents + 1) / 2).clamp(0, 1)
-        if output_type == "pt":
-            return images
-        images = images.permute(0, 2, 3, 1).cpu().numpy()
-        return self.numpy_to_pil(images) if output_type == "pil" else images
+        return postprocess(latents, output_type)
 
     def upsample(self, images: torch.Tensor, super_resolution: DiffusionPipeline | None, generator: Any,
                  output_type: str, kwargs: dict[str, Any] | None) -> Any:
         """``images`` ``(B, C, H, W)`` in [−1, 1] (the decoder's x_0) → the final output, through the optional SR
         stage."""
         if super_resolution is None:
-            return self.postprocess(images, output_type)
+            return postprocess(images, output_type)
         result = super_resolution(low_res=((images + 1) / 2).clamp(0, 1), generator=generator,
                                   output_type=output_type, **(kwargs or {}))
         return result.images
@@ -351,7 +311,7 @@ class UnCLIPPipeline(FolderPipelineMixin, DiffusionPipeline):
     def variations(
         self,
         image: Any,
-        num_images_per_image: int = 1,
+        num_images_per_prompt: int = 1,
         prompt: str | Sequence[str] | None = None,
         num_inference_steps: int | None = 25,
         timestep_respacing: str | None = None,
@@ -367,18 +327,18 @@ class UnCLIPPipeline(FolderPipelineMixin, DiffusionPipeline):
 
         Args:
             image: a PIL image, a list of them, an NHWC array or an NCHW tensor in [0, 1].
-            num_images_per_image: variations per input image (image-major).
+            num_images_per_prompt: variations per input image (image-major).
             prompt: optional captions (one, or one per input image) for a text-conditioned decoder; ``None`` = none.
             the rest: as :meth:`__call__`.
         """
         images = check_images("image", image)
-        num_images_per_image = check_count("num_images_per_image", num_images_per_image)
-        check_count("num_images_per_image × images", num_images_per_image * len(images))
+        num_images_per_prompt = check_count("num_images_per_prompt", num_images_per_prompt)
+        check_count("num_images_per_prompt × images", num_images_per_prompt * len(images))
         check_choice("output_type", output_type, OUTPUT_TYPES)
         check_flag("return_dict", return_dict)
         self.check_sr_kwargs(super_resolution, super_resolution_kwargs)
         self.check_components()
-        embeds = self.encode_image(images).repeat_interleave(num_images_per_image, dim=0)
+        embeds = self.encode_image(images).repeat_interleave(num_images_per_prompt, dim=0)
         tokens = None
         if prompt is not None:
             prompts = check_prompts(prompt)
@@ -387,7 +347,7 @@ class UnCLIPPipeline(FolderPipelineMixin, DiffusionPipeline):
             if len(prompts) != len(images):
                 raise ValueError(f"prompt holds {len(prompts)} captions for {len(images)} images (give 1 or one each)")
             tokens = self.text_tokens(prompts, self._execution_device)
-            tokens = None if tokens is None else tokens.repeat_interleave(num_images_per_image, dim=0)
+            tokens = None if tokens is None else tokens.repeat_interleave(num_images_per_prompt, dim=0)
         out = self.decode(embeds, tokens, num_inference_steps, timestep_respacing, guidance_scale, generator, latents,
                           "latent")
         out = self.upsample(out, super_resolution, generator, output_type, super_resolution_kwargs)

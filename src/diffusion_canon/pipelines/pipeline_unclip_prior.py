@@ -13,7 +13,7 @@ then each step's noise of that shape, in sampling order.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,12 +28,12 @@ from ..models.unclip_prior import UnCLIPPriorTransformer
 from ..schedulers import ImprovedDDPMScheduler
 from ..schedulers.improved_diffusion_base import ImprovedDiffusionScheduler
 from ..checks import (
-    check_callback, check_choice, check_count, checked_step, check_flag, check_generator, check_number,
-    check_prompts, check_tensor,
+    check_callback, check_choice, check_count, check_flag, check_generator, check_number, check_prompts, check_tensor,
 )
 from .hub import FolderPipelineMixin
+from .sampling import Model, SamplingMixin, StepCallback, classifier_free_guidance, denoise, doubled_for
 
-OUTPUT_TYPES = ("pt", "np")
+EMBEDDING_OUTPUT_TYPES = ("pt", "np")  # the prior returns embeddings, not images
 
 
 @dataclass
@@ -52,7 +52,7 @@ class UnCLIPPriorPipelineOutput(BaseOutput):
     scores: Any
 
 
-class UnCLIPPriorPipeline(FolderPipelineMixin, DiffusionPipeline):
+class UnCLIPPriorPipeline(SamplingMixin, FolderPipelineMixin, DiffusionPipeline):
     r"""Sample CLIP image embeddings from prompts with the unCLIP diffusion prior.
 
     Components:
@@ -64,7 +64,6 @@ class UnCLIPPriorPipeline(FolderPipelineMixin, DiffusionPipeline):
     """
 
     model_cpu_offload_seq = "text_encoder->prior"
-    _callback_tensor_inputs = ["latents"]
 
     def __init__(
         self,
@@ -107,7 +106,7 @@ class UnCLIPPriorPipeline(FolderPipelineMixin, DiffusionPipeline):
             check_number("num_inference_steps", num_inference_steps, minimum=1,
                          maximum=self.scheduler.config.num_train_timesteps, integer=True)
         check_number("guidance_scale", guidance_scale)
-        check_choice("output_type", output_type, OUTPUT_TYPES)
+        check_choice("output_type", output_type, EMBEDDING_OUTPUT_TYPES)
         check_flag("return_dict", return_dict)
         check_callback(callback_on_step_end, callback_on_step_end_tensor_inputs, self._callback_tensor_inputs)
 
@@ -115,28 +114,18 @@ class UnCLIPPriorPipeline(FolderPipelineMixin, DiffusionPipeline):
         """(text_embeds (N, D), token_encodings (N, L, H), attention_mask (N, L)) of the prompts."""
         return encode_prompts(self.text_encoder, self.tokenizer, prompts, device=device)
 
-    def predict(
-        self,
-        latents: torch.Tensor,
-        model_timestep: torch.Tensor,
-        text_embeds: torch.Tensor,
-        tokens: torch.Tensor | None,
-        mask: torch.Tensor | None,
-        guidance_scale: float,
-    ) -> torch.Tensor:
-        """The prior's x0 prediction (B, D), with classifier-free guidance when ``guidance_scale != 1``."""
+    def model(self, text_embeds: torch.Tensor, tokens: torch.Tensor | None, mask: torch.Tensor | None) -> Model:
+        """``(z_t, model_timestep) -> x̂_0`` ``(B, D)`` float32, with classifier-free guidance when the current run asks
+        for it: ẑ = ẑ(∅) + w·(ẑ(y) − ẑ(∅))."""
         if tokens is not None and not self.prior.config.text_hidden_size:
             tokens = mask = None
-        if guidance_scale == 1.0:
-            return self.prior(latents, model_timestep, text_embeds, tokens, mask).predicted_image_embedding.float()
-        b = latents.shape[0]
-        keep = torch.cat([torch.ones(b, dtype=torch.bool), torch.zeros(b, dtype=torch.bool)]).to(latents.device)
-        twice = lambda x: None if x is None else torch.cat([x, x])  # noqa: E731
-        output = self.prior(
-            twice(latents), twice(model_timestep), twice(text_embeds), twice(tokens), twice(mask), keep_condition=keep
-        ).predicted_image_embedding.float()
-        conditional, unconditional = output.chunk(2)
-        return unconditional + guidance_scale * (conditional - unconditional)
+
+        def prior(x: torch.Tensor, model_timestep: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+            text, text_tokens, text_mask = doubled_for(keep, text_embeds, tokens, mask)
+            return self.prior(x, model_timestep, text, text_tokens, text_mask,
+                              keep_condition=keep).predicted_image_embedding.float()
+
+        return classifier_free_guidance(prior, self)
 
     @torch.no_grad()
     def __call__(
@@ -151,8 +140,7 @@ class UnCLIPPriorPipeline(FolderPipelineMixin, DiffusionPipeline):
         latents: torch.Tensor | None = None,
         output_type: str = "pt",
         return_dict: bool = True,
-        callback_on_step_end: Callable[[DiffusionPipeline, int, torch.Tensor, dict[str, Any]], dict[str, Any]]
-        | None = None,
+        callback_on_step_end: StepCallback | None = None,
         callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
     ) -> UnCLIPPriorPipelineOutput | tuple:
         r"""Sample image embeddings.
@@ -197,17 +185,13 @@ class UnCLIPPriorPipeline(FolderPipelineMixin, DiffusionPipeline):
             raise ValueError(f"latents have shape {tuple(latents.shape)}, expected {shape}")
         latents = latents.to(device=device, dtype=torch.float32)
 
-        scheduler = self.scheduler
-        scheduler.set_timesteps(num_inference_steps=num_inference_steps, timestep_respacing=timestep_respacing,
-                                device=device)
-        for step, t in enumerate(self.progress_bar(scheduler.timesteps)):
-            model_timestep = scheduler.model_timestep(t).to(device).expand(shape[0])
-            x0 = self.predict(latents, model_timestep, cand_text, cand_tokens, cand_mask, guidance_scale)
-            latents = checked_step(scheduler, step, "latents and guidance_scale", x0, t, latents,
-                                   generator=generator).prev_sample
-            if callback_on_step_end is not None:
-                tensors = {name: locals()[name] for name in callback_on_step_end_tensor_inputs}
-                latents = callback_on_step_end(self, step, t, tensors).get("latents", latents)
+        self.begin_sampling(guidance_scale)
+        self.scheduler.set_timesteps(num_inference_steps=num_inference_steps, timestep_respacing=timestep_respacing,
+                                     device=device)
+        latents = denoise(self, self.scheduler, self.model(cand_text, cand_tokens, cand_mask), latents,
+                          generator=generator, callback_on_step_end=callback_on_step_end,
+                          callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
+                          causes="latents and guidance_scale")
 
         candidates = self.prior.unnormalize_image_embeds(latents)
         scores = torch.cosine_similarity(candidates, cand_text.float(), dim=-1)

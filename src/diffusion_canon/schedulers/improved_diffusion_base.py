@@ -114,8 +114,11 @@ class ImprovedDiffusionScheduler(SchedulerMixin, ConfigMixin):
     ) -> None:
         """Choose the inference schedule S (at most one argument; none = all T steps).
 
-        - ``num_inference_steps=N`` is the reference's plain count ``"N"``: N steps evenly spaced over [0, T−1];
-        - ``timestep_respacing``: an improved-diffusion string ("250", "10,20,30", "ddim50"; "" = all steps);
+        - ``num_inference_steps=N``: N steps evenly spaced over [0, T−1], starting at T−1 as diffusers users expect.
+          For N ≥ 2 this is the reference's plain count ``"N"``; for N = 1 it is the single step T−1 (x_T → x̂_0),
+          whereas the reference's ``"1"`` (``timestep_respacing="1"``) keeps only t = 0;
+        - ``timestep_respacing``: an improved-diffusion string ("250", "10,20,30", "ddim50"; "" = all steps), with
+          the reference's meaning;
         - ``timesteps``: explicit training timesteps, any order, no repeats.
 
         The respaced process has β'_i = 1 − ᾱ_{S_i}/ᾱ_{S_{i−1}} (ND §4, the reference's ``SpacedDiffusion``).
@@ -146,7 +149,7 @@ class ImprovedDiffusionScheduler(SchedulerMixin, ConfigMixin):
                     f"num_inference_steps={num_inference_steps!r} must be an integer in [1, {num_train}] "
                     "(num_train_timesteps)"
                 )
-            kept = space_timesteps(num_train, num_inference_steps)
+            kept = [num_train - 1] if num_inference_steps == 1 else space_timesteps(num_train, num_inference_steps)
         else:
             kept = list(range(num_train))
         self.schedule = self.train_schedule.respace(kept)

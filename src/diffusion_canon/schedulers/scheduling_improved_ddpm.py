@@ -23,8 +23,9 @@ class ImprovedDDPMScheduler(ImprovedDiffusionScheduler):
         timestep: IndexLike,
         sample: torch.Tensor,
         generator: torch.Generator | None = None,
-        guidance_gradient: torch.Tensor | None = None,
         return_dict: bool = True,
+        *,
+        guidance_gradient: torch.Tensor | None = None,
     ) -> DDPMSchedulerOutput | tuple[torch.Tensor, torch.Tensor]:
         """One ancestral step (Ho Alg. 2 line 4; ND Eq. 15 for learned variances).
 
@@ -35,7 +36,8 @@ class ImprovedDDPMScheduler(ImprovedDiffusionScheduler):
             timestep: a training timestep from ``self.timesteps`` (int, 0-d or ``(B,)`` tensor).
             sample: x_t, ``(B, C, …)``.
             generator: draws exactly one ``randn(sample.shape)`` per step that adds noise.
-            guidance_gradient: g = s · ∇_{x_t} log p(y | x_t), ``(B, C, …)``; shifts the mean by Σ g (Dhariwal &
+            return_dict: return a ``DDPMSchedulerOutput`` (else a tuple).
+            guidance_gradient (keyword only, after diffusers' own arguments): g = s · ∇_{x_t} log p(y | x_t), ``(B, C, …)``; shifts the mean by Σ g (Dhariwal &
                 Nichol 2021, Alg. 1; guided-diffusion ``condition_mean``).
         Returns:
             ``DDPMSchedulerOutput(prev_sample, pred_original_sample)`` (or the tuple), in ``sample``'s dtype.
