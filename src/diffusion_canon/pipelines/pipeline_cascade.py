@@ -27,7 +27,7 @@ import numpy as np
 import PIL.Image
 import torch
 from diffusers import DiffusionPipeline, ModelMixin, SchedulerMixin  # noqa: F401 (see hub.py)
-from diffusers.utils import BaseOutput
+from diffusers.utils import BaseOutput, replace_example_docstring
 
 from ..models.adm_unet import ADMUNet2DModel
 from ..models.sr_unet import SuperResolutionUNet2DModel
@@ -41,6 +41,16 @@ from .pipeline_super_resolution import SuperResolutionPipeline
 from .sampling import OUTPUT_TYPES, SamplingMixin, StepCallback, postprocess
 
 MAX_SR_STAGES = 3
+EXAMPLE_DOC_STRING = """
+    Examples:
+        ```py
+        >>> import torch
+        >>> from diffusers import DiffusionPipeline
+        >>> pipe = DiffusionPipeline.from_pretrained("pipelines/glyph-cascade-16-64", trust_remote_code=True)
+        >>> out = pipe(class_labels=[3, 7], num_inference_steps=50, generator=torch.manual_seed(0))
+        >>> out.images[0], out.stage_images[0][0]  # the 64x64 image and its 16x16 base sample
+        ```
+"""
 Images = torch.Tensor | np.ndarray | list[PIL.Image.Image]
 
 
@@ -129,6 +139,7 @@ class CascadedPipeline(SamplingMixin, FolderPipelineMixin, DiffusionPipeline):
     # -- sampling ------------------------------------------------------------------------------------------------
 
     @torch.no_grad()
+    @replace_example_docstring(EXAMPLE_DOC_STRING)
     def __call__(
         self,
         class_labels: ClassLabels | None = None,
@@ -160,7 +171,15 @@ class CascadedPipeline(SamplingMixin, FolderPipelineMixin, DiffusionPipeline):
             blur_sigma, blur_kernel_size: per SR stage Gaussian blur of the conditioning (``None`` = none).
             generator: the RNG (see the module docstring).
             output_type: "pil", "np", "pt" or "latent" (model space), for the final and the per-stage images.
-            callback_on_step_end: called after every step of every stage, ``callback(stage_pipe, step, t, tensors)``.
+            return_dict: return a :class:`CascadedPipelineOutput` (else a tuple).
+            callback_on_step_end: called after every step of every stage, ``callback(stage_pipe, step, t, tensors)``;
+                the stage pipeline's ``_guidance_scale`` / ``_interrupt`` act on that stage.
+            callback_on_step_end_tensor_inputs: the tensors the callback receives (``["latents"]``).
+
+        Examples:
+
+        Returns:
+            :class:`CascadedPipelineOutput` (``images``, ``stage_images``), or the tuple ``(images, stage_images)``.
         """
         base, stages = self.base, self.stages
         count = 1 + len(stages)

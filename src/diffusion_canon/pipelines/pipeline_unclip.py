@@ -21,7 +21,7 @@ from typing import Any
 import torch
 # the loader bases in this namespace let diffusers accept this module as the components' library (see hub.py)
 from diffusers import DiffusionPipeline, ModelMixin, SchedulerMixin  # noqa: F401
-from diffusers.utils import BaseOutput
+from diffusers.utils import BaseOutput, replace_example_docstring
 from diffusers.utils.torch_utils import randn_tensor
 
 from ..clip.encoding import encode_images, encode_prompts
@@ -40,6 +40,18 @@ from .sampling import (
     OUTPUT_TYPES, ConditionedModel, SamplingMixin, StepCallback, classifier_free_guidance, denoise, doubled_for,
     postprocess,
 )
+
+
+EXAMPLE_DOC_STRING = """
+    Examples:
+        ```py
+        >>> import torch
+        >>> from diffusers import DiffusionPipeline
+        >>> pipe = DiffusionPipeline.from_pretrained("pipelines/unclip-glyphs", trust_remote_code=True)
+        >>> images = pipe("a red bold serif letter Q", num_images_per_prompt=2, generator=torch.manual_seed(0)).images
+        >>> variations = pipe.variations(images[0], num_images_per_prompt=3, generator=torch.manual_seed(1)).images
+        ```
+"""
 
 
 @dataclass
@@ -244,6 +256,7 @@ class UnCLIPPipeline(SamplingMixin, FolderPipelineMixin, DiffusionPipeline):
     # -- entry points ----------------------------------------------------------------------------------------
 
     @torch.no_grad()
+    @replace_example_docstring(EXAMPLE_DOC_STRING)
     def __call__(
         self,
         prompt: str | Sequence[str] | None = None,
@@ -277,7 +290,15 @@ class UnCLIPPipeline(SamplingMixin, FolderPipelineMixin, DiffusionPipeline):
             output_type: "pil", "np" (NHWC in [0, 1]), "pt" (NCHW in [0, 1]) or "latent" (x_0 in [−1, 1]).
             super_resolution, super_resolution_kwargs: an optional SR pipeline called as
                 ``super_resolution(low_res=images, generator=generator, output_type=output_type, **kwargs)``.
-            callback_on_step_end: ``callback(pipe, step, timestep, {"latents": ...}) -> dict`` after each decoder step.
+            return_dict: return an :class:`UnCLIPPipelineOutput` (else a tuple).
+            callback_on_step_end: ``callback(pipe, step, timestep, {"latents": ...}) -> dict`` after each decoder step;
+                it may change ``pipe._guidance_scale`` or set ``pipe._interrupt``.
+            callback_on_step_end_tensor_inputs: the tensors the callback receives (``["latents"]``).
+
+        Examples:
+
+        Returns:
+            :class:`UnCLIPPipelineOutput` (``images``, ``image_embeds``), or the tuple ``(images, image_embeds)``.
         """
         prompts = check_prompts(prompt)
         check_count("num_images_per_prompt", num_images_per_prompt)
@@ -330,6 +351,10 @@ class UnCLIPPipeline(SamplingMixin, FolderPipelineMixin, DiffusionPipeline):
             num_images_per_prompt: variations per input image (image-major).
             prompt: optional captions (one, or one per input image) for a text-conditioned decoder; ``None`` = none.
             the rest: as :meth:`__call__`.
+
+        Returns:
+            :class:`UnCLIPPipelineOutput` (``images``, ``image_embeds``: the input images' CLIP embeddings, repeated),
+            or the tuple ``(images, image_embeds)``.
         """
         images = check_images("image", image)
         num_images_per_prompt = check_count("num_images_per_prompt", num_images_per_prompt)

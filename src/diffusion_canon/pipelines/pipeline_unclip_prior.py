@@ -20,7 +20,7 @@ from typing import Any
 import torch
 # SchedulerMixin / ModelMixin in this namespace let diffusers' loader accept this module as the components' library
 from diffusers import DiffusionPipeline, ModelMixin, SchedulerMixin  # noqa: F401
-from diffusers.utils import BaseOutput
+from diffusers.utils import BaseOutput, replace_example_docstring
 from diffusers.utils.torch_utils import randn_tensor
 
 from ..clip.encoding import encode_prompts
@@ -34,6 +34,19 @@ from .hub import FolderPipelineMixin
 from .sampling import Model, SamplingMixin, StepCallback, classifier_free_guidance, denoise, doubled_for
 
 EMBEDDING_OUTPUT_TYPES = ("pt", "np")  # the prior returns embeddings, not images
+
+
+EXAMPLE_DOC_STRING = """
+    Examples:
+        ```py
+        >>> import torch
+        >>> from diffusers import DiffusionPipeline
+        >>> unclip = DiffusionPipeline.from_pretrained("pipelines/unclip-glyphs", trust_remote_code=True)
+        >>> prior = unclip.prior_pipeline  # an UnCLIPPriorPipeline sharing the text encoder
+        >>> out = prior(["the digit 7 in blue monospace"], num_candidates=2, generator=torch.manual_seed(0))
+        >>> out.image_embeds.shape  # (1, D)
+        ```
+"""
 
 
 @dataclass
@@ -128,6 +141,7 @@ class UnCLIPPriorPipeline(SamplingMixin, FolderPipelineMixin, DiffusionPipeline)
         return classifier_free_guidance(prior, self)
 
     @torch.no_grad()
+    @replace_example_docstring(EXAMPLE_DOC_STRING)
     def __call__(
         self,
         prompt: str | Sequence[str] | None = None,
@@ -157,6 +171,8 @@ class UnCLIPPriorPipeline(SamplingMixin, FolderPipelineMixin, DiffusionPipeline)
             output_type: "pt" (tensors) or "np" (arrays).
             callback_on_step_end: ``callback(pipe, step, timestep, {"latents": ...}) -> dict``; a returned "latents"
                 replaces the current sample.
+
+        Examples:
 
         Returns:
             :class:`UnCLIPPriorPipelineOutput` (or its fields as a tuple).
