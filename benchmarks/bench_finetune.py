@@ -91,8 +91,8 @@ with open(stamps_file, "w") as f:
 def make_fixture(folder: Path) -> dict[str, str]:
     """A random base with the tiny-sd-glyphs architecture, 4 instance images and 8 class images (pre-made, so
     neither implementation samples)."""
-    from diffusion_canon.finetune.base import SDComponents, build_word_tokenizer, save_sd_base
-    from diffusion_canon.finetune.base import tiny_sd_components
+    from diffusion_canon.finetune.sd_base import SDComponents, build_word_tokenizer, save_sd_base
+    from diffusion_canon.finetune.sd_base import tiny_sd_components
     from diffusion_canon.finetune.make_base import tiny_text_encoder, tiny_unet, tiny_vae
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the tests' image-folder helper
     from finetune_helpers import write_images

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from diffusion_canon.finetune.base import save_tiny_sd_base
+from diffusion_canon.finetune.sd_base import save_tiny_sd_base
 
 
 @pytest.fixture(scope="module")

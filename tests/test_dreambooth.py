@@ -17,8 +17,8 @@ from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNe
 from PIL import Image
 from safetensors import safe_open
 
-from diffusion_canon.finetune.common import generate_class_images
-from diffusion_canon.finetune.loss import dreambooth_loss
+from diffusion_canon.finetune.class_images import generate_class_images
+from diffusion_canon.finetune.objective import dreambooth_loss
 from finetune_helpers import base, common_args, write_images  # noqa: F401 (fixture)
 from script_helpers import (  # noqa: F401 (fixture)
     fresh_accelerate_state,

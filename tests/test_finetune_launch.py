@@ -11,7 +11,7 @@ import pytest
 import torch
 from diffusers import StableDiffusionPipeline, UNet2DConditionModel
 
-from diffusion_canon.finetune.base import save_tiny_sd_base
+from diffusion_canon.finetune.sd_base import save_tiny_sd_base
 from finetune_helpers import write_images
 
 ROOT = Path(__file__).resolve().parents[1]

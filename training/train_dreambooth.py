@@ -23,17 +23,17 @@ import sys
 from collections.abc import Sequence
 
 import torch
-from diffusion_canon.finetune.base import base_pipeline
-from diffusion_canon.finetune.common import (
-    PromptEncoder, add_lora_args, add_sd_args, check_sd_args, generate_class_images, load_base, predict_batch,
-    validation_images,
-)
+from diffusion_canon.finetune.class_images import generate_class_images
 from diffusion_canon.finetune.data import (
     CachedLatents, Concept, ImageTransform, PriorPreservationPairs, PromptedImages, collate, instance_examples,
     list_images,
 )
 from diffusion_canon.finetune.lora import TEXT_ENCODER_TARGETS, UNET_TARGETS, add_lora, save_lora
-from diffusion_canon.finetune.loss import dreambooth_loss
+from diffusion_canon.finetune.objective import dreambooth_loss, predict_batch
+from diffusion_canon.finetune.prompt_encoder import PromptEncoder
+from diffusion_canon.finetune.sd_args import add_lora_args, add_sd_args, check_sd_args
+from diffusion_canon.finetune.sd_base import base_pipeline, load_base
+from diffusion_canon.finetune.validation import validation_images
 from diffusion_canon.training import TrainingRun, parse_training_args, training_parser, write_model_card
 from diffusion_canon.training.arguments import COUNT, STEPS, real
 

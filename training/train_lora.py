@@ -16,12 +16,13 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from diffusion_canon.finetune.common import (
-    PromptEncoder, add_lora_args, add_sd_args, check_sd_args, load_base, predict_batch, validation_images,
-)
 from diffusion_canon.finetune.data import CachedLatents, ImageTransform, captioned_images, collate
 from diffusion_canon.finetune.lora import TEXT_ENCODER_TARGETS, UNET_TARGETS, add_lora, save_lora
-from diffusion_canon.finetune.loss import denoising_loss
+from diffusion_canon.finetune.objective import denoising_loss, predict_batch
+from diffusion_canon.finetune.prompt_encoder import PromptEncoder
+from diffusion_canon.finetune.sd_args import add_lora_args, add_sd_args, check_sd_args
+from diffusion_canon.finetune.sd_base import load_base
+from diffusion_canon.finetune.validation import validation_images
 from diffusion_canon.training import TrainingRun, parse_training_args, training_parser, write_model_card
 
 

@@ -19,16 +19,16 @@ from collections.abc import Sequence
 import torch
 from transformers import CLIPTextModel
 
-from diffusion_canon.finetune.base import base_pipeline
-from diffusion_canon.finetune.common import (
-    PromptEncoder, add_sd_args, check_sd_args, load_base, predict_batch, validation_images,
-)
 from diffusion_canon.finetune.data import CachedLatents, ImageTransform, collate, list_images
-from diffusion_canon.finetune.loss import denoising_loss
+from diffusion_canon.finetune.objective import denoising_loss, predict_batch
+from diffusion_canon.finetune.prompt_encoder import PromptEncoder
+from diffusion_canon.finetune.sd_args import add_sd_args, check_sd_args
+from diffusion_canon.finetune.sd_base import base_pipeline, load_base
 from diffusion_canon.finetune.textual_inversion import (
     OBJECT_TEMPLATES, STYLE_TEMPLATES, PlaceholderEmbeddings, TemplatedImages, add_placeholder_tokens,
     install_placeholder_rows, save_learned_embeds,
 )
+from diffusion_canon.finetune.validation import validation_images
 from diffusion_canon.training import TrainingRun, parse_training_args, training_parser, write_model_card
 
 

@@ -1,4 +1,5 @@
-"""Stable-Diffusion-format bases: loading one (Hub id or local folder) for fine-tuning, and building a tiny random one.
+"""Stable-Diffusion-format bases: loading one (Hub id or local folder) for fine-tuning, directly or as the scripts'
+``--pretrained_model_name_or_path`` / ``--revision`` / ``--variant`` name it, and building a tiny random one.
 
 The SD layout is ``model_index.json`` plus the subfolders ``unet``, ``vae``, ``text_encoder``, ``tokenizer`` and
 ``scheduler``; the fine-tuning scripts accept any base in that layout.
@@ -6,6 +7,7 @@ The SD layout is ``model_index.json`` plus the subfolders ``unet``, ``vae``, ``t
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 from collections.abc import Iterable
@@ -60,6 +62,15 @@ def load_sd_components(path: str, revision: str | None = None, variant: str | No
         unet=UNet2DConditionModel.from_pretrained(path, subfolder="unet", variant=variant, **kwargs),
         noise_scheduler=DDPMScheduler.from_pretrained(path, subfolder="scheduler", **kwargs),
     )
+
+
+def load_base(args: argparse.Namespace) -> SDComponents:
+    """Load ``--pretrained_model_name_or_path`` in fp32 (a folder not in SD layout is a ``ValueError``) and apply
+    ``--prediction_type``."""
+    base = load_sd_components(args.pretrained_model_name_or_path, args.revision, args.variant)
+    if args.prediction_type:
+        base.noise_scheduler.register_to_config(prediction_type=args.prediction_type)
+    return base
 
 
 def base_pipeline(args, dtype: torch.dtype, **components: torch.nn.Module) -> StableDiffusionPipeline:

@@ -6,15 +6,21 @@
 with target = eps (or v = sqrt(abar_t) eps - sqrt(1 - abar_t) z_0 for v-prediction) and w(t) = 1, or Min-SNR-gamma
 w(t) = min(SNR(t), gamma) / SNR(t) (/(SNR(t) + 1) for v-prediction), SNR(t) = abar_t / (1 - abar_t).
 DreamBooth (Ruiz et al. 2022, eq. 2) adds lambda * || eps' - eps_theta(z'_t', t', c_pr) ||^2 on the model's own
-class samples.
+class samples. :func:`predict_batch` is one forward pass of it: (eps_theta(z_t, t, c), target, t) for a batch.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 from diffusers.training_utils import compute_snr
+
+if TYPE_CHECKING:  # annotations only: the objective's math imports no transformers
+    from .prompt_encoder import PromptEncoder
+    from .sd_base import SDComponents
 
 
 def encode_latents(batch: dict, vae: torch.nn.Module) -> torch.Tensor:
@@ -53,6 +59,19 @@ def prediction_target(
     if prediction_type == "v_prediction":
         return noise_scheduler.get_velocity(latents, noise, timesteps)
     raise ValueError(f"prediction_type {prediction_type!r} is not supported; use 'epsilon' or 'v_prediction'")
+
+
+def predict_batch(
+    batch: dict, components: SDComponents, unet: torch.nn.Module, encode_prompts: PromptEncoder,
+    noise_offset: float = 0.0, unet_dtype: torch.dtype = torch.float32,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One latent-diffusion forward pass: (model prediction, target, timesteps), predictions of shape (B, C, h, w).
+    ``unet_dtype`` is the dtype of the UNet's frozen weights (fp32 when the whole UNet trains)."""
+    latents = encode_latents(batch, components.vae)
+    noisy, noise, timesteps = add_training_noise(latents, components.noise_scheduler, noise_offset)
+    hidden_states = encode_prompts(batch["prompts"], latents.device)
+    model_pred = unet(noisy.to(unet_dtype), timesteps, hidden_states.to(unet_dtype)).sample
+    return model_pred, prediction_target(components.noise_scheduler, latents, noise, timesteps), timesteps
 
 
 def denoising_loss(
