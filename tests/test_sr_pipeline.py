@@ -11,6 +11,7 @@ from diffusers import DiffusionPipeline
 from diffusion_canon.models.adm_unet import ADMUNet2DModel
 from diffusion_canon.models.sr_unet import SuperResolutionUNet2DModel
 from diffusion_canon.pipelines.hub import save_pipeline_folder
+from diffusion_canon.pipelines.pipeline_adm import StageSampling
 from diffusion_canon.pipelines.pipeline_super_resolution import SuperResolutionPipeline
 from diffusion_canon.schedulers import ImprovedDDPMScheduler
 from diffusion_canon.augmentation import noise_conditioning
@@ -123,7 +124,8 @@ def test_no_augmentation_unless_asked():
     expected = noise_conditioning(low * 2 - 1, 40, pipe.scheduler, generator)
     torch.testing.assert_close(seen[0][0], expected)
     assert seen[0][1].tolist() == [40, 40]
-    manual = pipe.sample(expected, torch.tensor([40, 40]), torch.tensor([0, 1]), num_inference_steps=2, generator=generator)
+    manual = pipe.sample(expected, torch.tensor([40, 40]), torch.tensor([0, 1]), StageSampling(num_inference_steps=2),
+                         generator=generator)
     torch.testing.assert_close(out, manual)
 
 

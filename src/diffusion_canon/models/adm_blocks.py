@@ -190,53 +190,44 @@ class ADMTrunk:
     ``time_proj``/``time_embedding`` (sinusoids → Linear → SiLU → Linear, width 4·model_channels), ``conv_in``,
     ``down_blocks`` (the reference's ``input_blocks`` after the first convolution) and ``mid_block``."""
 
-    def build_trunk(
-        self,
-        *,
-        in_channels: int,
-        model_channels: int,
-        channel_mult: Sequence[float],
-        num_res_blocks: int,
-        attention_downsample_factors: Sequence[int],
-        dropout: float,
-        num_heads: int,
-        num_head_channels: int | None,
-        use_scale_shift_norm: bool,
-        resblock_updown: bool,
-        conv_resample: bool,
-        context_dim: int | None = None,
-    ) -> tuple[list[int], int]:
-        """Create the shared modules. Per level: ``num_res_blocks`` residual blocks (each followed by attention when
+    def build_trunk(self, in_channels: int, context_dim: int | None = None) -> tuple[list[int], int]:
+        """Create the shared modules of the configured architecture (``self.config``: ``model_channels``,
+        ``channel_mult``, ``num_res_blocks``, ``attention_downsample_factors``, ``dropout``, ``num_heads``,
+        ``num_head_channels``, ``use_scale_shift_norm``, ``resblock_updown``, ``conv_resample``) over
+        ``in_channels`` input channels. Per level: ``num_res_blocks`` residual blocks (each followed by attention when
         the level's downsample factor is in ``attention_downsample_factors``; over context tokens too with
         ``context_dim``), then, except at the last level, a ×½ resampler.
 
         Returns ``(stage_channels, downsample_factor)``: the channel count of every encoder stage output
         (``conv_in``'s first; the decoder's skip connections) and the total downsampling factor at the bottom.
         """
+        config = self.config
+        model_channels, num_heads, num_head_channels = config.model_channels, config.num_heads, config.num_head_channels
+        dropout, use_scale_shift_norm = config.dropout, config.use_scale_shift_norm
         temb_channels = 4 * model_channels
         self.time_proj = Timesteps(model_channels, flip_sin_to_cos=True, downscale_freq_shift=0)
         self.time_embedding = TimestepEmbedding(model_channels, temb_channels)
-        widths = level_channels(model_channels, channel_mult)
+        widths = level_channels(model_channels, config.channel_mult)
         self.conv_in = nn.Conv2d(in_channels, widths[0], kernel_size=3, padding=1)
         channels = widths[0]
         stage_channels = [channels]
         self.down_blocks = nn.ModuleList()
         factor = 1
         for level, width in enumerate(widths):
-            for _ in range(num_res_blocks):
+            for _ in range(config.num_res_blocks):
                 resnet = resnet_block(channels, width, temb_channels, dropout, use_scale_shift_norm)
                 channels = width
                 attention = None
-                if factor in attention_downsample_factors:
+                if factor in config.attention_downsample_factors:
                     heads = heads_for(channels, num_heads, num_head_channels)
                     attention = attention_block(channels, heads, context_dim)
                 self.down_blocks.append(ADMBlock(resnet=resnet, attention=attention))
                 stage_channels.append(channels)
             if level != len(widths) - 1:
-                if resblock_updown:
+                if config.resblock_updown:
                     resample = resnet_block(channels, channels, temb_channels, dropout, use_scale_shift_norm, down=True)
                 else:
-                    resample = Downsample2D(channels, use_conv=conv_resample, padding=1, name="op")
+                    resample = Downsample2D(channels, use_conv=config.conv_resample, padding=1, name="op")
                 self.down_blocks.append(ADMBlock(resample=resample))
                 stage_channels.append(channels)
                 factor *= 2

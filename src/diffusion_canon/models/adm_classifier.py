@@ -110,19 +110,7 @@ class ADMClassifierModel(ADMTrunk, CheckedConfigMixin, ModelMixin, ConfigMixin):
         if class_names is not None and len(class_names) != num_classes:
             raise ValueError(f"class_names must list exactly num_classes={num_classes} names, got {len(class_names)}")
         self.gradient_checkpointing = False
-        stage_channels, factor = self.build_trunk(
-            in_channels=in_channels,
-            model_channels=model_channels,
-            channel_mult=channel_mult,
-            num_res_blocks=num_res_blocks,
-            attention_downsample_factors=attention_downsample_factors,
-            dropout=dropout,
-            num_heads=num_heads,
-            num_head_channels=num_head_channels,
-            use_scale_shift_norm=use_scale_shift_norm,
-            resblock_updown=resblock_updown,
-            conv_resample=conv_resample,
-        )
+        stage_channels, factor = self.build_trunk(in_channels)
         channels = stage_channels[-1]
         if pool.startswith("spatial"):
             features = sum(stage_channels) + channels  # every encoder stage's mean, then the middle block's

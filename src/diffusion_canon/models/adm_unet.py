@@ -110,20 +110,7 @@ class ADMUNet2DModel(ADMTrunk, CheckedConfigMixin, ModelMixin, ConfigMixin):
             raise ValueError("null_class_embedding=True needs num_classes")
         self.gradient_checkpointing = False
         temb_channels = 4 * model_channels
-        skip_channels, factor = self.build_trunk(
-            in_channels=in_channels + low_res_channels,
-            model_channels=model_channels,
-            channel_mult=channel_mult,
-            num_res_blocks=num_res_blocks,
-            attention_downsample_factors=attention_downsample_factors,
-            dropout=dropout,
-            num_heads=num_heads,
-            num_head_channels=num_head_channels,
-            use_scale_shift_norm=use_scale_shift_norm,
-            resblock_updown=resblock_updown,
-            conv_resample=conv_resample,
-            context_dim=context_dim,
-        )
+        skip_channels, factor = self.build_trunk(in_channels + low_res_channels, context_dim)
         self.class_embedding = (
             nn.Embedding(num_classes + int(null_class_embedding), temb_channels) if num_classes is not None else None
         )

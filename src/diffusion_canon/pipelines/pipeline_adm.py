@@ -8,6 +8,7 @@ of the sample's shape, in sampling order — so a run equals guided-diffusion's 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -31,6 +32,20 @@ from .sampling import (
 )
 
 ClassLabels = int | str | Sequence[int | str] | torch.Tensor
+
+
+@dataclass(frozen=True)
+class StageSampling:
+    """How one ADM-family stage samples: its respaced schedule, DDPM or DDIM(η) steps, classifier-free guidance."""
+
+    num_inference_steps: int | None = None
+    timestep_respacing: str | None = None
+    use_ddim: bool = False
+    eta: float = 0.0
+    guidance_scale: float | None = None
+
+    def check(self, num_train_timesteps: int) -> None:
+        check_sampling(num_train_timesteps, self.num_inference_steps, self.use_ddim, self.eta, self.guidance_scale)
 
 EXAMPLE_DOC_STRING = """
     Examples:
@@ -125,25 +140,23 @@ class ADMSamplingMixin(SamplingMixin):
     def check_sampling_inputs(
         self,
         labels: torch.Tensor | None,
-        guidance_scale: float | None,
+        sampling: StageSampling,
         output_type: str,
-        callback_on_step_end_tensor_inputs: Sequence[str],
         batch_size: int,
-        use_ddim: bool,
-        eta: float,
         generator: Any,
         latents: torch.Tensor | None,
-        num_inference_steps: int | None,
-        callback_on_step_end: Any,
+        callbacks: dict[str, Any],
         classifier_guided: bool = False,
     ) -> None:
         """The arguments every ADM-family stage takes (``ValueError``/``TypeError`` naming the argument)."""
         config = self.unet.config
-        check_sampling(self.scheduler.config.num_train_timesteps, num_inference_steps, use_ddim, eta, guidance_scale)
+        guidance_scale = sampling.guidance_scale
+        sampling.check(self.scheduler.config.num_train_timesteps)
         check_generator(generator, batch_size)
         if latents is not None:
             check_tensor("latents", latents, ndim=4)
-        check_callback(callback_on_step_end, callback_on_step_end_tensor_inputs, self._callback_tensor_inputs)
+        check_callback(callbacks["callback_on_step_end"], callbacks["callback_on_step_end_tensor_inputs"],
+                       self._callback_tensor_inputs)
         check_choice("output_type", output_type, OUTPUT_TYPES)
         if config.num_classes is not None and labels is None:
             raise ValueError(f"the U-Net is class-conditional ({config.num_classes} classes): pass class_labels")
@@ -161,23 +174,36 @@ class ADMSamplingMixin(SamplingMixin):
         wanted = ImprovedDDIMScheduler if use_ddim else ImprovedDDPMScheduler
         return self.scheduler if type(self.scheduler) is wanted else wanted.from_config(self.scheduler.config)
 
-    def inference_scheduler(
-        self,
-        use_ddim: bool,
-        num_inference_steps: int | None,
-        timestep_respacing: str | None,
-        stop_at: int | None = None,
-        device: torch.device | None = None,
-    ) -> ImprovedDiffusionScheduler:
-        """The DDPM/DDIM scheduler with its inference schedule set — the recorded default steps when neither
-        ``num_inference_steps`` nor ``timestep_respacing`` is given; with ``stop_at=s`` truncated at s
+    def inference_scheduler(self, sampling: StageSampling, stop_at: int | None = None,
+                            device: torch.device | None = None) -> ImprovedDiffusionScheduler:
+        """The DDPM/DDIM scheduler with its inference schedule set; with ``stop_at=s`` truncated at s
         (:func:`~diffusion_canon.augmentation.truncated_timesteps`)."""
-        scheduler = self.sampler(use_ddim)
-        scheduler.set_timesteps(num_inference_steps=num_inference_steps, timestep_respacing=timestep_respacing,
-                                device=device)
+        scheduler = self.sampler(sampling.use_ddim)
+        scheduler.set_timesteps(num_inference_steps=sampling.num_inference_steps,
+                                timestep_respacing=sampling.timestep_respacing, device=device)
         if stop_at is not None:
             scheduler.set_timesteps(timesteps=truncated_timesteps(scheduler.timesteps, stop_at), device=device)
         return scheduler
+
+    def reverse_process(
+        self,
+        model: Model,
+        batch_size: int,
+        sampling: StageSampling,
+        device: torch.device,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        latents: torch.Tensor | None = None,
+        stop_at: int | None = None,
+        callbacks: dict[str, Any] | None = None,
+        **denoise_kwargs: Any,
+    ) -> torch.Tensor:
+        """Draw x_T (unless ``latents``) and run :func:`~.sampling.denoise` on this stage's schedule → x_0 (or z_s
+        with ``stop_at=s``) in model space; ``callbacks`` and ``denoise_kwargs`` go to ``denoise``."""
+        latents = self.prepare_latents(batch_size, generator, latents, device)
+        scheduler = self.inference_scheduler(sampling, stop_at, device)
+        return denoise(self, scheduler, model, latents, generator=generator, stop_at=stop_at,
+                       step_kwargs={"eta": sampling.eta} if sampling.use_ddim else None, **(callbacks or {}),
+                       **denoise_kwargs)
 
     def unet_labels(self, labels: torch.Tensor | None) -> torch.Tensor | None:
         """The labels the U-Net reads (``None`` for an unconditional U-Net guided by a classifier)."""
@@ -217,20 +243,15 @@ class ADMPipeline(ADMSamplingMixin, FolderPipelineMixin, DiffusionPipeline):
         self,
         labels: torch.Tensor | None,
         classifier_scale: float,
-        guidance_scale: float | None,
+        sampling: StageSampling,
         output_type: str,
-        callback_on_step_end_tensor_inputs: Sequence[str],
-        batch_size: int = 1,
-        use_ddim: bool = False,
-        eta: float = 0.0,
-        generator: Any = None,
-        latents: torch.Tensor | None = None,
-        num_inference_steps: int | None = None,
-        callback_on_step_end: Any = None,
+        batch_size: int,
+        generator: Any,
+        latents: torch.Tensor | None,
+        callbacks: dict[str, Any],
     ) -> None:
         check_number("classifier_scale", classifier_scale, minimum=0)
-        self.check_sampling_inputs(labels, guidance_scale, output_type, callback_on_step_end_tensor_inputs, batch_size,
-                                   use_ddim, eta, generator, latents, num_inference_steps, callback_on_step_end,
+        self.check_sampling_inputs(labels, sampling, output_type, batch_size, generator, latents, callbacks,
                                    classifier_guided=classifier_scale > 0)
         if classifier_scale > 0 and self.classifier is None:
             raise ValueError(f"classifier_scale={classifier_scale} needs a classifier, but this pipeline has none")
@@ -271,32 +292,20 @@ class ADMPipeline(ADMSamplingMixin, FolderPipelineMixin, DiffusionPipeline):
         self,
         labels: torch.Tensor | None,
         batch_size: int,
-        num_inference_steps: int | None = None,
-        timestep_respacing: str | None = None,
-        use_ddim: bool = False,
-        eta: float = 0.0,
+        sampling: StageSampling,
         classifier_scale: float = 0.0,
-        guidance_scale: float | None = None,
         generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,
         stop_at: int | None = None,
-        callback_on_step_end: StepCallback | None = None,
-        callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
+        callbacks: dict[str, Any] | None = None,
     ) -> torch.Tensor:
-        """Draw x_T (unless ``latents``) and run the reverse process → x_0 (or z_s with ``stop_at=s``) in model
-        space, ``[N, C, H, W]``; arguments checked by the caller."""
-        device = self._execution_device
-        self.begin_sampling(guidance_scale)
-        latents = self.prepare_latents(batch_size, generator, latents, device)
-        scheduler = self.inference_scheduler(use_ddim, num_inference_steps, timestep_respacing, stop_at, device)
+        """The reverse process → x_0 (or z_s with ``stop_at=s``) in model space, ``[N, C, H, W]``; arguments checked
+        by the caller."""
+        self.begin_sampling(sampling.guidance_scale)
         gradient = self.classifier_gradient(labels, classifier_scale) if classifier_scale > 0 else None
-        return denoise(
-            self, scheduler, self.model(labels), latents, generator=generator, guidance_gradient=gradient,
-            step_kwargs={"eta": eta} if use_ddim else None, stop_at=stop_at,
-            callback_on_step_end=callback_on_step_end,
-            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
-            causes="latents, classifier_scale, guidance_scale and eta",
-        )
+        return self.reverse_process(self.model(labels), batch_size, sampling, self._execution_device, generator,
+                                    latents, stop_at, callbacks, guidance_gradient=gradient,
+                                    causes="latents, classifier_scale, guidance_scale and eta")
 
     @torch.no_grad()
     @replace_example_docstring(EXAMPLE_DOC_STRING)
@@ -350,17 +359,13 @@ class ADMPipeline(ADMSamplingMixin, FolderPipelineMixin, DiffusionPipeline):
         labels = self.prepare_class_labels(class_labels, batch_size)
         if labels is not None:
             batch_size = len(labels)
-        self.check_inputs(
-            labels, classifier_scale, guidance_scale, output_type, callback_on_step_end_tensor_inputs,
-            batch_size, use_ddim, eta, generator, latents, num_inference_steps, callback_on_step_end,
-        )
+        sampling = StageSampling(num_inference_steps, timestep_respacing, use_ddim, eta, guidance_scale)
+        callbacks = dict(callback_on_step_end=callback_on_step_end,
+                         callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs)
+        self.check_inputs(labels, classifier_scale, sampling, output_type, batch_size, generator, latents, callbacks)
         if labels is not None:
             labels = labels.to(self._execution_device)
-        samples = self.sample(
-            labels, batch_size, num_inference_steps, timestep_respacing, use_ddim, eta, classifier_scale,
-            guidance_scale, generator, latents, callback_on_step_end=callback_on_step_end,
-            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
-        )
+        samples = self.sample(labels, batch_size, sampling, classifier_scale, generator, latents, callbacks=callbacks)
         self.maybe_free_model_hooks()
         images = postprocess(samples, output_type)
         if not return_dict:

@@ -34,9 +34,9 @@ from ..models.sr_unet import SuperResolutionUNet2DModel
 from ..schedulers import ImprovedDDIMScheduler, ImprovedDDPMScheduler  # noqa: F401 (component loaders, see hub.py)
 from ..schedulers.improved_diffusion_base import ImprovedDiffusionScheduler
 from ..augmentation import gaussian_blur, levels_tensor
-from ..checks import check_augmentation, check_count, check_choice, check_flag, check_sampling
+from ..checks import check_augmentation, check_count, check_choice, check_flag
 from .hub import FolderPipelineMixin
-from .pipeline_adm import ADMPipeline, ClassLabels
+from .pipeline_adm import ADMPipeline, ClassLabels, StageSampling
 from .pipeline_super_resolution import SuperResolutionPipeline
 from .sampling import OUTPUT_TYPES, SamplingMixin, StepCallback, postprocess
 
@@ -183,11 +183,13 @@ class CascadedPipeline(SamplingMixin, FolderPipelineMixin, DiffusionPipeline):
         """
         base, stages = self.base, self.stages
         count = 1 + len(stages)
-        steps = per_stage(num_inference_steps, count, "num_inference_steps")
-        respacing = per_stage(timestep_respacing, count, "timestep_respacing")
-        ddim = per_stage(use_ddim, count, "use_ddim")
-        etas = per_stage(eta, count, "eta")
-        guidance = per_stage(guidance_scale, count, "guidance_scale")
+        sampling = [StageSampling(*values) for values in zip(
+            per_stage(num_inference_steps, count, "num_inference_steps"),
+            per_stage(timestep_respacing, count, "timestep_respacing"),
+            per_stage(use_ddim, count, "use_ddim"),
+            per_stage(eta, count, "eta"),
+            per_stage(guidance_scale, count, "guidance_scale"),
+        )]
         levels = per_stage(noise_level, len(stages), "noise_level")
         truncated = per_stage(truncate, len(stages), "truncate")
         blurs = per_stage(blur_sigma, len(stages), "blur_sigma")
@@ -195,8 +197,8 @@ class CascadedPipeline(SamplingMixin, FolderPipelineMixin, DiffusionPipeline):
         check_flag("return_dict", return_dict)
         check_choice("output_type", output_type, OUTPUT_TYPES)
         producers = [base, *stages]
-        for k, producer in enumerate(producers):
-            check_sampling(producer.scheduler.config.num_train_timesteps, steps[k], ddim[k], etas[k], guidance[k])
+        for producer, stage_sampling in zip(producers, sampling):
+            stage_sampling.check(producer.scheduler.config.num_train_timesteps)
         for k, stage in enumerate(stages):
             check_augmentation(stage.scheduler.config.num_train_timesteps, levels[k], blurs[k], blur_kernel_size)
             check_flag("truncate", truncated[k])
@@ -206,19 +208,17 @@ class CascadedPipeline(SamplingMixin, FolderPipelineMixin, DiffusionPipeline):
         labels = base.prepare_class_labels(class_labels, batch_size)
         if labels is not None:
             batch_size = len(labels)
-        base.check_inputs(labels, 0.0, guidance[0], output_type, callback_on_step_end_tensor_inputs, batch_size,
-                          ddim[0], etas[0], generator, None, steps[0], callback_on_step_end)
-        if labels is not None:
-            labels = labels.to(self._execution_device)
         callbacks = dict(
             callback_on_step_end=callback_on_step_end,
             callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
         )
+        base.check_inputs(labels, 0.0, sampling[0], output_type, batch_size, generator, None, callbacks)
+        if labels is not None:
+            labels = labels.to(self._execution_device)
 
         # base stage: p(z⁽⁰⁾ | y), stopped at s_1 when stage 1 is truncated
         stop = levels[0] if stages and truncated[0] else None
-        sample = base.sample(labels, batch_size, steps[0], respacing[0], ddim[0], etas[0], 0.0, guidance[0], generator,
-                             stop_at=stop, **callbacks)
+        sample = base.sample(labels, batch_size, sampling[0], generator=generator, stop_at=stop, callbacks=callbacks)
         outputs = [sample]
         for k, stage in enumerate(stages):
             if truncated[k]:  # the previous stage's z_s, level s
@@ -228,10 +228,8 @@ class CascadedPipeline(SamplingMixin, FolderPipelineMixin, DiffusionPipeline):
             else:
                 conditioning, stage_levels = stage.augment(sample, levels[k], blurs[k], blur_kernel_size, generator)
             stop = levels[k + 1] if k + 1 < len(stages) and truncated[k + 1] else None
-            sample = stage.sample(
-                conditioning, stage_levels, labels, steps[k + 1], respacing[k + 1], ddim[k + 1], etas[k + 1],
-                guidance[k + 1], generator, stop_at=stop, **callbacks,
-            )
+            sample = stage.sample(conditioning, stage_levels, labels, sampling[k + 1], generator, stop_at=stop,
+                                  callbacks=callbacks)
             outputs.append(sample)
         self._num_timesteps = sum(producer.num_timesteps for producer in producers)
 

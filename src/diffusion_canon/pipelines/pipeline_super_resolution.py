@@ -12,6 +12,7 @@ RNG contract: with one ``torch.Generator`` the stage draws, in order, the augmen
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import PIL.Image
@@ -26,8 +27,8 @@ from ..models.sr_unet import SuperResolutionUNet2DModel
 from ..schedulers import ImprovedDDIMScheduler, ImprovedDDPMScheduler  # noqa: F401 (component loaders, see hub.py)
 from ..schedulers.improved_diffusion_base import ImprovedDiffusionScheduler
 from .hub import FolderPipelineMixin
-from .pipeline_adm import ADMSamplingMixin, ClassLabels
-from .sampling import Model, StepCallback, classifier_free_guidance, denoise, doubled_for, postprocess
+from .pipeline_adm import ADMSamplingMixin, ClassLabels, StageSampling
+from .sampling import Model, StepCallback, classifier_free_guidance, doubled_for, postprocess
 
 LowResImages = PIL.Image.Image | Sequence[PIL.Image.Image] | np.ndarray | torch.Tensor
 
@@ -141,32 +142,20 @@ class SuperResolutionPipeline(ADMSamplingMixin, FolderPipelineMixin, DiffusionPi
         self,
         conditioning: torch.Tensor,
         levels: torch.Tensor,
-        labels: torch.Tensor | None = None,
-        num_inference_steps: int | None = None,
-        timestep_respacing: str | None = None,
-        use_ddim: bool = False,
-        eta: float = 0.0,
-        guidance_scale: float | None = None,
+        labels: torch.Tensor | None,
+        sampling: StageSampling,
         generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,
         stop_at: int | None = None,
-        callback_on_step_end: StepCallback | None = None,
-        callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
+        callbacks: dict[str, Any] | None = None,
     ) -> torch.Tensor:
         """The reverse process given prepared conditioning ``[N, C, h, w]`` (model space, already augmented) and
-        ``levels`` ``[N]``: draws x_T (unless ``latents``), steps, returns x_0 — or z_s with ``stop_at=s``, the schedule
-        being truncated at s — as ``[N, C, H, W]`` in model space."""
-        self.begin_sampling(guidance_scale)
-        latents = self.prepare_latents(conditioning.shape[0], generator, latents, conditioning.device)
-        scheduler = self.inference_scheduler(use_ddim, num_inference_steps, timestep_respacing, stop_at,
-                                             conditioning.device)
-        return denoise(
-            self, scheduler, self.model(labels, conditioning, levels), latents, generator=generator,
-            step_kwargs={"eta": eta} if use_ddim else None, stop_at=stop_at,
-            callback_on_step_end=callback_on_step_end,
-            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
-            causes="latents, the low-res input, guidance_scale, eta and noise_level",
-        )
+        ``levels`` ``[N]`` → x_0 — or z_s with ``stop_at=s``, the schedule being truncated at s — as ``[N, C, H, W]``
+        in model space."""
+        self.begin_sampling(sampling.guidance_scale)
+        return self.reverse_process(self.model(labels, conditioning, levels), conditioning.shape[0], sampling,
+                                    conditioning.device, generator, latents, stop_at, callbacks,
+                                    causes="latents, the low-res input, guidance_scale, eta and noise_level")
 
     @torch.no_grad()
     @replace_example_docstring(EXAMPLE_DOC_STRING)
@@ -223,17 +212,14 @@ class SuperResolutionPipeline(ADMSamplingMixin, FolderPipelineMixin, DiffusionPi
             raise ValueError(f"class_labels holds {len(labels)} labels for {conditioning.shape[0]} low_res images")
         conditioning = conditioning.repeat_interleave(num_images_per_prompt, dim=0)
         labels = None if labels is None else labels.repeat_interleave(num_images_per_prompt, dim=0)
-        self.check_sampling_inputs(labels, guidance_scale, output_type, callback_on_step_end_tensor_inputs,
-                                   conditioning.shape[0], use_ddim, eta, generator, latents, num_inference_steps,
-                                   callback_on_step_end)
+        sampling = StageSampling(num_inference_steps, timestep_respacing, use_ddim, eta, guidance_scale)
+        callbacks = dict(callback_on_step_end=callback_on_step_end,
+                         callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs)
+        self.check_sampling_inputs(labels, sampling, output_type, conditioning.shape[0], generator, latents, callbacks)
         if labels is not None:
             labels = labels.to(conditioning.device)
         conditioning, levels = self.augment(conditioning, noise_level, blur_sigma, blur_kernel_size, generator)
-        samples = self.sample(
-            conditioning, levels, labels, num_inference_steps, timestep_respacing, use_ddim, eta, guidance_scale,
-            generator, latents, callback_on_step_end=callback_on_step_end,
-            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
-        )
+        samples = self.sample(conditioning, levels, labels, sampling, generator, latents, callbacks=callbacks)
         self.maybe_free_model_hooks()
         images = postprocess(samples, output_type)
         if not return_dict:
