@@ -38,7 +38,7 @@ from diffusion_canon.training.adm_args import (
     add_adm_network_args, add_diffusion_args, check_network_args, diffusion_scheduler, network_kwargs,
 )
 from diffusion_canon.training.labeled_image_args import add_labeled_image_args, labeled_image_options
-from diffusion_canon.training.timestep_samplers import LossAwareSampler, create_named_schedule_sampler
+from diffusion_canon.training.timestep_samplers import LossAwareSampler, checkpointed_schedule_sampler
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -90,9 +90,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     classifier = ADMClassifierModel(num_classes=len(names), pool=args.pool, class_names=names, **network_kwargs(args))
     if args.gradient_checkpointing:
         classifier.enable_gradient_checkpointing()
-    sampler = create_named_schedule_sampler(args.schedule_sampler, scheduler)
-    if isinstance(sampler, LossAwareSampler):
-        run.accelerator.register_for_checkpointing(sampler)
+    sampler = checkpointed_schedule_sampler(run, args.schedule_sampler, scheduler)
     run.trainable(classifier.parameters())
     dataloader = run.dataloader(images)
     classifier = run.prepare(classifier)

@@ -41,7 +41,7 @@ from diffusion_canon.training.adm_args import (
 )
 from diffusion_canon.training.arguments import COUNT
 from diffusion_canon.training.losses import training_losses
-from diffusion_canon.training.timestep_samplers import LossAwareSampler, UniformSampler, create_named_schedule_sampler
+from diffusion_canon.training.timestep_samplers import LossAwareSampler, UniformSampler, checkpointed_schedule_sampler
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -143,9 +143,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
     scheduler = diffusion_scheduler(args, args.variance_type)
-    sampler = create_named_schedule_sampler(args.schedule_sampler, scheduler)
-    if isinstance(sampler, LossAwareSampler):  # its loss history decides future timesteps: resume needs it
-        run.accelerator.register_for_checkpointing(sampler)
+    sampler = checkpointed_schedule_sampler(run, args.schedule_sampler, scheduler)
     run.trainable(unet.parameters())
     dataloader = run.dataloader(pairs)
     model = run.prepare(unet)

@@ -44,7 +44,7 @@ from diffusion_canon.training.adm_args import (
     network_kwargs,
 )
 from diffusion_canon.training.losses import training_losses
-from diffusion_canon.training.timestep_samplers import LossAwareSampler, create_named_schedule_sampler
+from diffusion_canon.training.timestep_samplers import LossAwareSampler, checkpointed_schedule_sampler
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -126,9 +126,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.gradient_checkpointing:
         decoder.enable_gradient_checkpointing()
     scheduler = diffusion_scheduler(args, "learned_range")
-    sampler = create_named_schedule_sampler(args.schedule_sampler, scheduler)
-    if isinstance(sampler, LossAwareSampler):
-        run.accelerator.register_for_checkpointing(sampler)
+    sampler = checkpointed_schedule_sampler(run, args.schedule_sampler, scheduler)
 
     run.trainable(decoder.parameters())
     dataloader = run.dataloader(dataset)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -141,3 +142,12 @@ def create_named_schedule_sampler(name: str, scheduler_or_num_timesteps) -> Sche
     if name not in SCHEDULE_SAMPLERS:
         raise ValueError(f"schedule sampler {name!r} is not supported; allowed: {', '.join(map(repr, SCHEDULE_SAMPLERS))}")
     return SCHEDULE_SAMPLERS[name](scheduler_or_num_timesteps)
+
+
+def checkpointed_schedule_sampler(run: Any, name: str, scheduler_or_num_timesteps) -> ScheduleSampler:
+    """:func:`create_named_schedule_sampler` for a training run: a loss-aware sampler's loss history decides future
+    timesteps, so it is registered with ``run``'s checkpoints (an exact resume needs it)."""
+    sampler = create_named_schedule_sampler(name, scheduler_or_num_timesteps)
+    if isinstance(sampler, LossAwareSampler):
+        run.accelerator.register_for_checkpointing(sampler)
+    return sampler
