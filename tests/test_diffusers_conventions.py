@@ -290,3 +290,36 @@ def test_scheduler_config_round_trip_and_compatibles(scheduler_class):
     assert torch.equal(other.from_config(s.config).alphas_cumprod, s.alphas_cumprod)
     s.set_timesteps(num_inference_steps=5)
     assert len(s.timesteps) == s.num_inference_steps == 5 and int(s.timesteps[0]) == 49
+
+
+def test_super_resolution_takes_a_list_of_arrays_or_tensors_as_one_batch():
+    pipe = sr_pipeline()
+    low_res = low_res_images()  # [2, C, h, w] in [0, 1]
+    run = lambda images: pipe(images, class_labels=[1, 2], num_inference_steps=2, output_type="latent",  # noqa: E731
+                              generator=torch.Generator().manual_seed(0)).images
+    batched = run(low_res)
+    assert torch.equal(run(list(low_res)), batched)
+    assert torch.equal(run([image.permute(1, 2, 0).numpy() for image in low_res]), batched)
+    with pytest.raises(TypeError, match="one kind"):
+        run([low_res[0], low_res[1].numpy()])
+
+
+def test_previous_timestep_keeps_the_input_kind():
+    s = ImprovedDDPMScheduler(num_train_timesteps=100)
+    s.set_timesteps(num_inference_steps=5)
+    first, second = int(s.timesteps[0]), int(s.timesteps[1])
+    assert s.previous_timestep(first) == second and isinstance(s.previous_timestep(first), int)
+    previous = s.previous_timestep(torch.tensor(first))
+    assert isinstance(previous, torch.Tensor) and int(previous) == second
+    assert s.previous_timestep(0) == -1
+
+
+def test_prior_encode_prompt_works_without_the_prior():
+    pipe = prior_pipeline()
+    alone = UnCLIPPriorPipeline(None, pipe.text_encoder, pipe.tokenizer, pipe.scheduler)
+    text_embeds, tokens, mask = alone.encode_prompt("a red letter A")
+    reference = pipe.encode_prompt(["a red letter A"])
+    assert all(torch.equal(a, b) for a, b in zip((text_embeds, tokens, mask), reference))
+    assert text_embeds.shape == (1, 8) and tokens.shape[:2] == mask.shape == (1, 8)
+    with pytest.raises(ValueError, match="no prior"):
+        alone("a red letter A", num_inference_steps=2)

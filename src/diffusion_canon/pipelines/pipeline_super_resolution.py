@@ -46,14 +46,20 @@ EXAMPLE_DOC_STRING = """
 
 
 def images_to_model_input(images: LowResImages, channels: int, size: int | None, name: str = "low_res") -> torch.Tensor:
-    """PIL image(s), NHWC / HWC numpy or NCHW / CHW torch in [0, 1] → ``[N, C, h, w]`` float32 in [−1, 1].
+    """PIL image(s), NHWC / HWC numpy or NCHW / CHW torch in [0, 1], or a list of any one of these kinds (as diffusers'
+    pipelines take them) → ``[N, C, h, w]`` float32 in [−1, 1].
 
     ``ValueError`` (naming ``name``) for a wrong channel count, a side other than ``size`` (when given), non-square
     images, or values outside [0, 1]."""
     if not isinstance(images, (PIL.Image.Image, np.ndarray, torch.Tensor)) and isinstance(images, Iterable):
-        images = list(images)  # any sequence of PIL images (a list, a datasets column …)
-        if not images or not all(isinstance(image, PIL.Image.Image) for image in images):
-            raise TypeError(f"{name} as a sequence must hold PIL images, got {[type(i).__name__ for i in images[:3]]}")
+        images = list(images)  # any sequence (a list, a datasets column …)
+        kinds = {type(image) for image in images}
+        if len(kinds) == 1 and kinds <= {np.ndarray, torch.Tensor}:  # one batch from per-image arrays or tensors
+            join = np.concatenate if np.ndarray in kinds else torch.cat
+            images = join([image[None] if image.ndim == 3 else image for image in images])
+        elif not images or not all(isinstance(image, PIL.Image.Image) for image in images):
+            raise TypeError(f"{name} as a sequence must hold PIL images, numpy arrays or tensors (one kind), got "
+                            f"{[type(i).__name__ for i in images[:3]]}")
     if isinstance(images, (PIL.Image.Image, list)):
         pils = [images] if isinstance(images, PIL.Image.Image) else images
         tensor = VaeImageProcessor.numpy_to_pt(VaeImageProcessor.pil_to_numpy([im.convert("RGB") if channels == 3 else im for im in pils]))

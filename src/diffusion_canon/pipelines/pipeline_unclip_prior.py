@@ -90,7 +90,15 @@ class UnCLIPPriorPipeline(SamplingMixin, FolderPipelineMixin, DiffusionPipeline)
         self.check_components()
 
     def check_components(self) -> None:
-        """The prior, the CLIP text encoder and the tokenizer must agree on every dimension."""
+        """The prior, the CLIP text encoder and the tokenizer must agree on every dimension (checked between the
+        components present: diffusers builds a pipeline without some to test the others)."""
+        if self.scheduler is not None and self.scheduler.config.prediction_type != "sample":
+            raise ValueError(
+                f"the prior predicts x0: the scheduler needs prediction_type='sample', got "
+                f"{self.scheduler.config.prediction_type!r}"
+            )
+        if self.prior is None or self.text_encoder is None or self.tokenizer is None:
+            return
         prior, text = self.prior.config, self.text_encoder.config
         if prior.embedding_dim != text.projection_dim:
             raise ValueError(
@@ -107,11 +115,7 @@ class UnCLIPPriorPipeline(SamplingMixin, FolderPipelineMixin, DiffusionPipeline)
                 f"prior num_text_tokens={prior.num_text_tokens} does not match the tokenizer's "
                 f"model_max_length={self.tokenizer.model_max_length}"
             )
-        if self.scheduler.config.prediction_type != "sample":
-            raise ValueError(
-                f"the prior predicts x0: the scheduler needs prediction_type='sample', got "
-                f"{self.scheduler.config.prediction_type!r}"
-            )
+
 
     def check_inputs(self, num_inference_steps: Any, guidance_scale: Any, output_type: Any, return_dict: Any,
                      callback_on_step_end: Any, callback_on_step_end_tensor_inputs: Any) -> None:
@@ -123,9 +127,11 @@ class UnCLIPPriorPipeline(SamplingMixin, FolderPipelineMixin, DiffusionPipeline)
         check_flag("return_dict", return_dict)
         check_callback(callback_on_step_end, callback_on_step_end_tensor_inputs, self._callback_tensor_inputs)
 
-    def encode_prompt(self, prompts: Sequence[str], device: torch.device) -> tuple[torch.Tensor, ...]:
-        """(text_embeds (N, D), token_encodings (N, L, H), attention_mask (N, L)) of the prompts."""
-        return encode_prompts(self.text_encoder, self.tokenizer, prompts, device=device)
+    def encode_prompt(self, prompt: str | Sequence[str], device: torch.device | None = None) -> tuple[torch.Tensor, ...]:
+        """``(text_embeds (N, D), text_token_encodings (N, L, H), text_attention_mask (N, L))`` of the prompt(s), on
+        ``device`` (default: the execution device)."""
+        return encode_prompts(self.text_encoder, self.tokenizer, check_prompts(prompt),
+                              device=device or self._execution_device)
 
     def model(self, text_embeds: torch.Tensor, tokens: torch.Tensor | None, mask: torch.Tensor | None) -> Model:
         """``(z_t, model_timestep) -> x̂_0`` ``(B, D)`` float32, with classifier-free guidance when the current run asks
@@ -188,6 +194,9 @@ class UnCLIPPriorPipeline(SamplingMixin, FolderPipelineMixin, DiffusionPipeline)
         if latents is not None:
             check_tensor("latents", latents, ndim=2)
         self.check_components()
+        missing = [name for name in ("prior", "text_encoder", "tokenizer", "scheduler") if getattr(self, name) is None]
+        if missing:
+            raise ValueError(f"this UnCLIPPriorPipeline has no {', '.join(missing)}: sampling needs every component")
         device = self._execution_device
 
         text_embeds, tokens, mask = self.encode_prompt(prompts, device)

@@ -232,10 +232,14 @@ class ImprovedDiffusionScheduler(SchedulerMixin, ConfigMixin):
             return t.float() * (1000.0 / self.config.num_train_timesteps)
         return t
 
-    def previous_timestep(self, timestep: IndexLike) -> int:
-        """The training timestep the next ``step`` lands on (−1 after the last step)."""
+    def previous_timestep(self, timestep: IndexLike) -> IndexLike:
+        """The training timestep the next ``step`` lands on (−1 after the last step): an int, or a tensor on the
+        input's device for a tensor input (as diffusers' schedulers)."""
         index = self.index_for_timestep(timestep)
-        return int(self.timestep_map[index - 1]) if index > 0 else -1
+        previous = int(self.timestep_map[index - 1]) if index > 0 else -1
+        if isinstance(timestep, torch.Tensor):
+            return torch.tensor(previous, device=timestep.device)
+        return previous
 
     def scale_model_input(self, sample: torch.Tensor, timestep: IndexLike | None = None) -> torch.Tensor:
         """Identity (diffusers pipeline interface): these schedulers need no input scaling."""
