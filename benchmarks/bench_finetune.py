@@ -3,6 +3,7 @@ examples/dreambooth/train_dreambooth.py on the same tiny SD base (the tiny-sd-gl
 and the wall time of our fine-tuning tests.
 
     python benchmarks/bench_finetune.py [--diffusers_examples /tmp/diffusers/examples] [--rounds 4] [--tests]
+        [--no_gradient_buffer]
 
 The anchor is read from ``--diffusers_examples`` (a checkout of huggingface/diffusers ``examples/``; skipped when
 absent). It imports torchvision only for ``transforms``; when torchvision cannot be imported, a PIL stub of the five
@@ -15,7 +16,9 @@ optimizer) and start-up, saving and the first ``--warmup`` steps are left out. W
 tracks compute and, unlike wall time, hardly moves when other jobs share the cores. The implementations alternate
 (ours, theirs, theirs, ours, ...); reported are the ratio of medians over all steps and the per-round ratios (each
 round runs every implementation back to back, so load drifting between rounds cancels), not lone times. Peak RSS is
-the child's ``ru_maxrss`` (``os.wait4``).
+the child's ``ru_maxrss`` (``os.wait4``). ``--no_gradient_buffer`` adds a variant of ours without the training
+core's gradient buffer (``training/gradients.py``): per-tensor ``clip_grad_norm_`` and ``zero_grad(set_to_none=True)``,
+the core's fallback path, to measure what the buffer saves.
 """
 
 from __future__ import annotations
@@ -69,9 +72,12 @@ class Normalize:
 # Runs a training script with a global optimizer-step hook that records the CPU clock after every update. With a
 # stub folder, transformers/diffusers are imported first (they must see torchvision as absent), then the stub.
 RUNNER = '''
-import json, runpy, sys, time
+import json, os, runpy, sys, time
 from torch.optim.optimizer import register_optimizer_step_post_hook
 stamps_file, stub, script, *argv = sys.argv[1:]
+if os.environ.get("BENCH_NO_GRADIENT_BUFFER"):  # the training core falls back to per-tensor clipping and zeroing
+    from diffusion_canon.training.gradients import ContiguousGradients
+    ContiguousGradients.fits = staticmethod(lambda params: False)
 if stub:
     import transformers, diffusers
     from transformers import CLIPTextModel, CLIPTokenizer
@@ -153,7 +159,10 @@ def bench_dreambooth(args: argparse.Namespace) -> None:
     # "ours" caches the VAE posteriors by itself (--center_crop: fixed pixels); the fixture's images are already
     # 32 px, so without --center_crop the random crop is the whole image and ours encodes them every step instead
     variants = {"ours": ours, "ours, VAE every step": ours, "diffusers example": anchor}
+    if args.no_gradient_buffer:
+        variants = {"ours": ours, "ours, no gradient buffer": ours, **variants}
     drop = {"ours, VAE every step": {"--center_crop"}}
+    extra_env = {"ours, no gradient buffer": {"BENCH_NO_GRADIENT_BUFFER": "1"}}
     steps: dict[str, list[float]] = {name: [] for name in variants}
     round_medians: dict[str, list[float]] = {name: [] for name in variants}
     rss: dict[str, list[float]] = {name: [] for name in variants}
@@ -166,7 +175,7 @@ def bench_dreambooth(args: argparse.Namespace) -> None:
             argv = dreambooth_argv(paths, str(work / f"out-{run_name}"), args.steps, args.batch_size)
             argv = [a for a in argv if a not in drop.get(name, ())]
             times, peak = timed_steps([sys.executable, str(work / "runner.py"), str(stamps_file), stub, script, *argv],
-                                      env, stamps_file, args.warmup)
+                                      {**env, **extra_env.get(name, {})}, stamps_file, args.warmup)
             steps[name] += times
             round_medians[name].append(statistics.median(times))
             rss[name].append(peak)
@@ -203,6 +212,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5, help="Steps left out at the start of each run.")
     parser.add_argument("--batch_size", type=int, default=4)
     parser.add_argument("--tests", action="store_true", help="Also time the fine-tuning tests (P4).")
+    parser.add_argument("--no_gradient_buffer", action="store_true",
+                        help="Also run ours without the gradient buffer (per-tensor clipping and zeroing).")
     args = parser.parse_args()
     bench_dreambooth(args)
     if args.tests:

@@ -1,4 +1,5 @@
-"""The shared training core on a toy regression: exact resume, checkpoint rotation, clipping, dtypes, Hub upload."""
+"""The shared training core on a toy regression: exact resume, checkpoint rotation, clipping, AdamW parity for
+parameters without a gradient, dtypes, Hub upload."""
 
 from __future__ import annotations
 
@@ -152,29 +153,113 @@ def test_gradient_clipping_applies_to_generator_params(tmp_path):
 
 def test_contiguous_gradients_are_the_per_tensor_gradients():
     """Backward into the buffer's views gives the per-tensor gradients (accumulating in place), clip_ follows
-    clip_grad_norm_, zero_ zeros every gradient, and a gradient replaced behind the buffer's back is an error."""
+    clip_grad_norm_ (a parameter without a gradient counts for nothing in either), the optimizer sees ``None`` for a
+    parameter that got no gradient since the last zero_, zero_ zeros every gradient, and a gradient replaced behind
+    the buffer's back is an error."""
     torch.manual_seed(0)
-    reference = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2))
-    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2))
+
+    def make():  # the last layer is never used
+        return torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2), torch.nn.Linear(2, 2))
+
+    reference, model = make(), make()
     model.load_state_dict(reference.state_dict())
     gradients = ContiguousGradients(list(model.parameters()))
     x = torch.randn(5, 3)
     for _ in range(2):
-        reference(x).square().sum().backward()
-        model(x).square().sum().backward()
-    for p, q in zip(reference.parameters(), model.parameters()):
+        reference[:3](x).square().sum().backward()
+        model[:3](x).square().sum().backward()
+    assert reference[3].weight.grad is None and not model[3].weight.grad.any()
+    for p, q in zip(reference[:3].parameters(), model[:3].parameters()):
         torch.testing.assert_close(q.grad, p.grad)
     expected = torch.nn.utils.clip_grad_norm_(reference.parameters(), 0.1)
     assert expected > 0.1  # so clipping scales
     torch.testing.assert_close(gradients.clip_(0.1), expected)
-    for p, q in zip(reference.parameters(), model.parameters()):
+    for p, q in zip(reference[:3].parameters(), model[:3].parameters()):
         torch.testing.assert_close(q.grad, p.grad)
+    with gradients.received_only():
+        assert [q.grad is None for q in model.parameters()] == [p.grad is None for p in reference.parameters()]
+    gradients.check()  # the views are back
     gradients.zero_()
     assert all(not q.grad.any() for q in model.parameters())
+    with gradients.received_only():  # nothing received since zero_
+        assert all(q.grad is None for q in model.parameters())
+    (0.0 * model(x).sum()).backward()  # an all-zero gradient is still a gradient (torch AdamW decays such a weight)
+    with gradients.received_only():
+        assert all(q.grad is not None for q in model.parameters())
     gradients.check()
     model.zero_grad()  # set_to_none: the buffer no longer sees these gradients
     with pytest.raises(RuntimeError, match=r"parameter 0 \(4, 3\) was replaced"):
         gradients.check()
+
+
+class Branches(torch.nn.Module):
+    """A trunk used in every call; a branch used in every third call; a head whose gradient is exactly zero but
+    defined; and a layer never used. The branch gets no gradient in some updates, the unused layer in none."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.trunk, self.branch, self.zeroed, self.unused = (torch.nn.Linear(3, 1) for _ in range(4))
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        y = self.trunk(x) + 0.0 * self.zeroed(x)
+        return y + self.branch(x) if self.calls % 3 == 0 else y
+
+
+@pytest.mark.parametrize("accumulation, max_grad_norm", [(1, 0.0), (2, 0.0), (2, 0.05)],
+                         ids=["no-accumulation", "accumulation", "accumulation-clipped"])
+def test_parameters_without_gradient_follow_adamw(tmp_path, accumulation, max_grad_norm):
+    """The training core steps like torch AdamW with zero_grad(set_to_none=True): a parameter that got no gradient
+    in an update is skipped (no weight decay, no moment decay, no step count), one whose gradient is all zeros is
+    stepped. Weights and optimizer state are bit-equal without clipping. With clipping they agree to float32 rounding
+    only: the buffer's norm is one reduction over all gradients, clip_grad_norm_'s the norm of the per-tensor norms
+    (another summation order), so the clipping factors differ in the last bits."""
+    args = parse_training_args(training_parser("adamw", learning_rate=0.05), toy_args(
+        tmp_path, "--gradient_accumulation_steps", str(accumulation), "--max_grad_norm", str(max_grad_norm),
+        "--lr_scheduler", "constant", "--adam_weight_decay", "0.1", "--checkpointing_steps", "0"))
+    run = TrainingRun(args, "adamw")
+    torch.manual_seed(0)
+    model = Branches()
+    reference = Branches()
+    reference.load_state_dict(model.state_dict())
+    dataloader = run.dataloader(NoisyLine())
+    run.trainable(model.parameters())
+    model = run.prepare(model)
+    assert run.gradients is not None  # the buffer path is the one under test
+    optimizer = torch.optim.AdamW(reference.parameters(), lr=0.05, betas=(args.adam_beta1, args.adam_beta2),
+                                  weight_decay=0.1, eps=args.adam_epsilon, fused=True)
+    norms = []
+    for x, y in run.batches(dataloader):
+        with run.accumulate(model):
+            run.backward(((model(x) - y) ** 2).mean())
+        (((reference(x) - y) ** 2).mean() / accumulation).backward()
+        if run.accelerator.sync_gradients:
+            if max_grad_norm:
+                norms.append(torch.nn.utils.clip_grad_norm_(reference.parameters(), max_grad_norm))
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+    assert run.global_step == 7 and reference.calls == model.calls == 7 * accumulation
+    if max_grad_norm:
+        assert max(norms) > max_grad_norm  # clipping scaled some updates
+    state = run.optimizer.optimizer.state
+
+    def agree(got, expected, what, exact):
+        if exact:
+            assert torch.equal(got, expected), what
+        else:
+            torch.testing.assert_close(got, expected, msg=what)
+
+    for (name, p), q in zip(run.unwrap(model).named_parameters(), reference.parameters()):
+        agree(p, q, name, exact=not max_grad_norm)
+        got, expected = state.get(p, {}), optimizer.state.get(q, {})
+        assert got.keys() == expected.keys(), name
+        for key in expected:
+            agree(got[key], expected[key], f"{name} {key}", exact=key == "step" or not max_grad_norm)
+    steps = {name: int(state.get(p, {}).get("step", 0)) for name, p in run.unwrap(model).named_parameters()}
+    # the branch is skipped in some updates, the unused layer in all, the zero-gradient head in none
+    assert 0 < steps["branch.weight"] < steps["zeroed.weight"] == steps["trunk.weight"] == 7
+    assert steps["unused.weight"] == 0
 
 
 def test_accumulated_update_is_the_mean_gradient_of_its_micro_batches(tmp_path):

@@ -255,6 +255,7 @@ class TrainingRun:
         and the LR schedule, zero the gradients. Call inside ``run.accumulate(model)``."""
         accelerator, max_norm = self.accelerator, self.args.max_grad_norm
         accelerator.backward(loss)
+        stepping = contextlib.nullcontext()
         if accelerator.sync_gradients:
             if self.gradients is None:
                 if max_norm > 0:
@@ -264,7 +265,12 @@ class TrainingRun:
                 if max_norm > 0:
                     accelerator.unscale_gradients()  # fp16: the norm is of the true gradients
                     self.gradients.clip_(max_norm)
-        self.optimizer.step()  # the prepared optimizer only steps on update steps
+                # AdamW skips a parameter without a gradient (grad=None), as after zero_grad(set_to_none=True);
+                # under DDP a gradient received on any process was all-reduced into every process's
+                combine = (lambda flags: accelerator.reduce(flags, "sum")) if accelerator.num_processes > 1 else None
+                stepping = self.gradients.received_only(combine)
+        with stepping:
+            self.optimizer.step()  # the prepared optimizer only steps on update steps
         self.lr_scheduler.step()
         if accelerator.sync_gradients:
             if self.gradients is None:
