@@ -323,3 +323,19 @@ def test_prior_encode_prompt_works_without_the_prior():
     assert text_embeds.shape == (1, 8) and tokens.shape[:2] == mask.shape == (1, 8)
     with pytest.raises(ValueError, match="no prior"):
         alone("a red letter A", num_inference_steps=2)
+
+
+def test_diffusers_callback_objects_bring_their_tensor_inputs():
+    """A ``PipelineCallback`` names its own tensor inputs (diffusers' pipelines adopt them over the argument)."""
+    from diffusers.callbacks import PipelineCallback
+
+    class ZeroLatents(PipelineCallback):
+        tensor_inputs = ["latents"]
+
+        def callback_fn(self, pipeline, step_index, timestep, callback_kwargs):
+            return {"latents": torch.zeros_like(callback_kwargs["latents"])}
+
+    pipe = small_pipeline()
+    out = pipe(class_labels=[1], num_inference_steps=3, output_type="latent", callback_on_step_end=ZeroLatents(),
+               callback_on_step_end_tensor_inputs=[])
+    assert out.images.abs().sum() == 0

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 from diffusers import DiffusionPipeline
+from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.image_processor import VaeImageProcessor
 
 from ..checks import checked_step
@@ -122,6 +123,8 @@ def denoise(
             returned "latents" replaces the sample. ``pipeline._interrupt = True`` skips the remaining steps.
         causes: the pipeline arguments that scale the sample, named when a step turns non-finite.
     """
+    if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
+        callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs  # as diffusers' pipelines do
     timesteps = scheduler.timesteps
     if stop_at is not None:
         if int(timesteps[-1]) != stop_at:
