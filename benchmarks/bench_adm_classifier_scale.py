@@ -17,9 +17,11 @@ import json
 import time
 from pathlib import Path
 
-from diffusion_canon.demo.adm import (
-    PIPELINE_NAME, load_default_pipeline, real_labels, reference_images, sample_per_class, sample_quality,
+from diffusion_canon.evaluation.glyph_samples import (
+    DEFAULT_PIPELINE_NAME as PIPELINE_NAME, real_labels, reference_images, sample_per_class, sample_quality,
 )
+from diffusion_canon.pipelines import ADMPipeline
+from diffusion_canon.pipelines.hub import load_pipeline_folder
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"skipped: no pipeline folder at {args.pipeline}")
         return 0
 
-    pipe = load_default_pipeline(args.pipeline)
+    pipe = load_pipeline_folder(ADMPipeline, args.pipeline)
     names = pipe.class_names
     count = args.per_class * len(names)
     real, real_y = reference_images(count), real_labels(count)

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import torch
 
-from diffusion_canon.demo.adm import (
-    load_default_pipeline, real_labels, reference_images, sample_per_class, sample_quality,
-)
+from diffusion_canon.evaluation.glyph_samples import real_labels, reference_images, sample_per_class, sample_quality
+from diffusion_canon.pipelines import ADMPipeline
+from diffusion_canon.pipelines.hub import load_pipeline_folder
 from diffusion_canon.training.losses import nll_bits_per_dim
 
 
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     steps = [int(s) for s in args.steps.split(",")]
     results = {}
     for name, path in models.items():
-        pipe = load_default_pipeline(path)
+        pipe = load_pipeline_folder(ADMPipeline, path)
         config = pipe.scheduler.config
         row = {"variance_type": config.variance_type, "bits_per_dim": float("nan")}
         if args.bpd_images:  # 0 skips the likelihood (T network evaluations per batch)

@@ -48,7 +48,8 @@ def test_guided_samples_are_read_as_their_digits():
     """Chance is 10%; benchmarks/RESULTS.md (Q2) has the measured accuracies, this checks a loose floor on the
     grey-stretched samples (the model card explains why)."""
     from diffusion_canon.evaluation import class_accuracy
-    from diffusion_canon.demo.adm import ink_on_paper, load_default_pipeline, sample_per_class
+    from diffusion_canon.demo.adm import load_default_pipeline
+    from diffusion_canon.evaluation.glyph_samples import ink_on_paper, sample_per_class
 
     pipe = load_default_pipeline(FOLDER)
     for scale in (0.0, 2.0):

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 import torch
 
 from diffusion_canon.data.labeled_images import LabeledImages, class_labels, load_labeled_images
-from diffusion_canon.finetune.data import ImageTransform
+from diffusion_canon.data.image_transform import ImageTransform
 from diffusion_canon.models import ADMUNet2DModel
 from diffusion_canon.pipelines import ADMPipeline, save_pipeline_folder
 from diffusion_canon.schedulers import ImprovedDDPMScheduler

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from diffusion_canon.data.labeled_images import LabeledImages, class_labels, load_labeled_images
-from diffusion_canon.finetune.data import ImageTransform
+from diffusion_canon.data.image_transform import ImageTransform
 from diffusion_canon.models import ADMClassifierModel
 from diffusion_canon.models.adm_classifier import POOLS
 from diffusion_canon.pipelines import ADMPipeline, save_pipeline_folder

@@ -24,9 +24,9 @@ from collections.abc import Sequence
 
 import torch
 from diffusion_canon.finetune.class_images import generate_class_images
+from diffusion_canon.data.image_transform import ImageTransform
 from diffusion_canon.finetune.data import (
-    CachedLatents, Concept, ImageTransform, PriorPreservationPairs, PromptedImages, collate, instance_examples,
-    list_images,
+    CachedLatents, Concept, PriorPreservationPairs, PromptedImages, collate, instance_examples, list_images,
 )
 from diffusion_canon.finetune.lora import TEXT_ENCODER_TARGETS, UNET_TARGETS, add_lora, save_lora
 from diffusion_canon.finetune.objective import dreambooth_loss, predict_batch
@@ -116,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         unet.enable_gradient_checkpointing()
         if args.train_text_encoder:
             text_encoder.gradient_checkpointing_enable()
-    params = run.trainable([*unet.parameters(), *(text_encoder.parameters() if args.train_text_encoder else [])])
+    run.trainable([*unet.parameters(), *(text_encoder.parameters() if args.train_text_encoder else [])])
 
     # Data: instance images (several concepts, repeats, per-image captions), paired with class images.
     # Fixed pixels (a deterministic transform) have a fixed VAE posterior: encode once instead of every step.

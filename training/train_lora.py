@@ -16,7 +16,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from diffusion_canon.finetune.data import CachedLatents, ImageTransform, captioned_images, collate
+from diffusion_canon.data.image_transform import ImageTransform
+from diffusion_canon.finetune.data import CachedLatents, captioned_images, collate
 from diffusion_canon.finetune.lora import TEXT_ENCODER_TARGETS, UNET_TARGETS, add_lora, save_lora
 from diffusion_canon.finetune.objective import denoising_loss, predict_batch
 from diffusion_canon.finetune.prompt_encoder import PromptEncoder

@@ -19,7 +19,8 @@ from collections.abc import Sequence
 import torch
 from transformers import CLIPTextModel
 
-from diffusion_canon.finetune.data import CachedLatents, ImageTransform, collate, list_images
+from diffusion_canon.data.image_transform import ImageTransform
+from diffusion_canon.finetune.data import CachedLatents, collate, list_images
 from diffusion_canon.finetune.objective import denoising_loss, predict_batch
 from diffusion_canon.finetune.prompt_encoder import PromptEncoder
 from diffusion_canon.finetune.sd_args import add_sd_args, check_sd_args

@@ -27,7 +27,7 @@ import torch
 from transformers import CLIPModel, CLIPTextModelWithProjection, CLIPTokenizer, CLIPVisionModelWithProjection
 
 from diffusion_canon.data.glyphs import load_glyphs
-from diffusion_canon.finetune.data import ImageTransform
+from diffusion_canon.data.image_transform import ImageTransform
 from diffusion_canon.clip.encoding import encode_pairs
 from diffusion_canon.clip.glyph_clip import CLIPImageProcessor
 from diffusion_canon.models.unclip_decoder import UnCLIPDecoderUNet2DModel
