@@ -102,7 +102,8 @@ def train_sr(args: argparse.Namespace) -> None:
 
 def load_cascade(base: str, sr: str) -> CascadedPipeline:
     base_pipe, sr_pipe = ADMPipeline.from_pretrained(base), SuperResolutionPipeline.from_pretrained(sr)
-    pipe = CascadedPipeline(base_pipe.unet, base_pipe.scheduler, sr_pipe.unet, sr_pipe.scheduler)
+    pipe = CascadedPipeline(base_pipe.unet, base_pipe.scheduler, sr_pipe.unet, sr_pipe.scheduler,
+                            default_num_inference_steps=[base_pipe.default_sampling, sr_pipe.default_sampling])
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(torch.float32)
 

@@ -339,3 +339,36 @@ def test_diffusers_callback_objects_bring_their_tensor_inputs():
     out = pipe(class_labels=[1], num_inference_steps=3, output_type="latent", callback_on_step_end=ZeroLatents(),
                callback_on_step_end_tensor_inputs=[])
     assert out.images.abs().sum() == 0
+
+
+def test_recorded_default_steps_are_used_when_no_schedule_is_given():
+    pipe = ADMPipeline(**small_pipeline().components, default_num_inference_steps=3)
+    pipe.set_progress_bar_config(disable=True)
+    run = lambda **kwargs: pipe(class_labels=[1], output_type="latent", **kwargs) and pipe.num_timesteps  # noqa: E731
+    assert run() == 3
+    assert run(num_inference_steps=2) == 2 and run(timestep_respacing="4") == 4
+    with tempfile.TemporaryDirectory() as folder:
+        pipe.save_pretrained(folder)
+        assert ADMPipeline.from_pretrained(folder).config.default_num_inference_steps == 3
+    assert ADMPipeline(**small_pipeline().components).config.default_num_inference_steps is None  # all T steps
+    with pytest.raises(ValueError, match="default_num_inference_steps"):
+        ADMPipeline(**small_pipeline().components, default_num_inference_steps=0)
+
+    stages = cascade()
+    two = CascadedPipeline(**stages.components, default_num_inference_steps=[3, 2])
+    two.set_progress_bar_config(disable=True)
+    two(class_labels=[0], output_type="latent")
+    assert two.num_timesteps == 5
+    with pytest.raises(ValueError, match="default_num_inference_steps"):
+        CascadedPipeline(**stages.components, default_num_inference_steps=[3, 2, 1])
+
+
+@pytest.mark.parametrize(("folder", "expected"), [("adm-glyphs-32", 25), ("glyph-cascade-16-64", [25, 25])])
+def test_shipped_folders_record_the_steps_they_were_measured_at(folder, expected):
+    """25 ancestral steps per stage: the step count of the shipped folders' measurements (RESULTS.md Q2, their
+    READMEs); a call that names no schedule uses it."""
+    import json
+
+    from script_helpers import PIPELINES
+
+    assert json.loads((PIPELINES / folder / "model_index.json").read_text())["default_num_inference_steps"] == expected

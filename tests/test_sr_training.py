@@ -40,6 +40,7 @@ def test_glyph_pairs_with_augmentation_resume_exactly(tmp_path):
     pipe = SuperResolutionPipeline.from_pretrained(tmp_path / "full")
     assert pipe.unet.config.low_res_sample_size == 8 and pipe.unet.config.num_classes == 36
     assert pipe.scheduler.config.prediction_type == "v_prediction"
+    assert pipe.config.default_num_inference_steps == 2  # the --num_inference_steps it validated with
     assert (tmp_path / "full" / "README.md").read_text().count("8×8 → 16×16") == 1
 
 

@@ -45,6 +45,7 @@ def test_hybrid_loss_cfg_model_loads_both_ways_and_samples(tmp_path):
 
     for pipe in (ADMPipeline.from_pretrained(out), DiffusionPipeline.from_pretrained(out, trust_remote_code=True)):
         assert type(pipe).__name__ == "ADMPipeline" and pipe.unet.dtype == torch.float32
+        assert pipe.config.default_num_inference_steps == 2  # the --num_inference_steps it validated with
         images = pipe(["0", "3"], num_inference_steps=2, output_type="np",
                       generator=torch.Generator().manual_seed(0)).images
         assert images.shape == (2, 16, 16, 3) and np.isfinite(images).all()

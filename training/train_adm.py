@@ -106,7 +106,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if run.is_main_process:
         with run.final_output() as output_dir:  # beside --output_dir, swapped in whole at the end
             model = run.unwrap(unet).eval()
-            pipe = ADMPipeline(unet=model.half() if args.save_fp16 else model, scheduler=scheduler)
+            pipe = ADMPipeline(unet=model.half() if args.save_fp16 else model, scheduler=scheduler,
+                               default_num_inference_steps=args.num_inference_steps)
             save_pipeline_folder(pipe, output_dir)
             write_model_card(
                 output_dir, "adm_training", base_model=None, tags=["adm", "class-conditional", "image-generation"],

@@ -181,7 +181,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if run.is_main_process:
         with run.final_output() as output_dir:  # beside --output_dir, swapped in whole at the end
             unet = run.unwrap(model).eval()
-            pipe = SuperResolutionPipeline(unet.half() if args.save_fp16 else unet, scheduler)
+            pipe = SuperResolutionPipeline(unet.half() if args.save_fp16 else unet, scheduler,
+                                           default_num_inference_steps=args.num_inference_steps)
             save_pipeline_folder(pipe, output_dir)
             write_model_card(
                 output_dir, "super_resolution", base_model=None, tags=["super-resolution", "cascaded-diffusion"],

@@ -8,7 +8,7 @@ of the sample's shape, in sampling order — so a run equals guided-diffusion's 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -46,6 +46,12 @@ class StageSampling:
 
     def check(self, num_train_timesteps: int) -> None:
         check_sampling(num_train_timesteps, self.num_inference_steps, self.use_ddim, self.eta, self.guidance_scale)
+
+    def or_default(self, default_num_inference_steps: int | None) -> StageSampling:
+        """These settings, with the folder's recorded step count when the caller chose no schedule at all."""
+        if self.num_inference_steps is not None or self.timestep_respacing is not None:
+            return self
+        return replace(self, num_inference_steps=default_num_inference_steps)
 
 EXAMPLE_DOC_STRING = """
     Examples:
@@ -137,6 +143,18 @@ class ADMSamplingMixin(SamplingMixin):
             raise ValueError(f"latents have shape {tuple(latents.shape)}, expected {shape}")
         return latents.to(device=device, dtype=torch.float32)
 
+    def record_default_steps(self, default_num_inference_steps: int | None) -> None:
+        """Keep the folder's recommended step count in its model_index.json (``None`` = all training steps)."""
+        if default_num_inference_steps is not None:
+            check_number("default_num_inference_steps", default_num_inference_steps, minimum=1,
+                         maximum=self.scheduler.config.num_train_timesteps, integer=True)
+        self.register_to_config(default_num_inference_steps=default_num_inference_steps)
+
+    @property
+    def default_sampling(self) -> int | None:
+        """The recorded step count a call uses when it names no schedule."""
+        return self.config.get("default_num_inference_steps")
+
     def check_sampling_inputs(
         self,
         labels: torch.Tensor | None,
@@ -225,6 +243,11 @@ class ADMPipeline(ADMSamplingMixin, FolderPipelineMixin, DiffusionPipeline):
         scheduler: an :class:`~diffusion_canon.schedulers.ImprovedDDPMScheduler` (or DDIM) describing the training
             diffusion; ``use_ddim`` switches the sampler on the same configuration.
         classifier: optional :class:`~diffusion_canon.models.ADMClassifierModel` for classifier guidance.
+
+    Config:
+        default_num_inference_steps: the step count a call uses when it names neither ``num_inference_steps`` nor
+            ``timestep_respacing`` (stored in model_index.json; ``None`` = all training steps, the reference's
+            default).
     """
 
     model_cpu_offload_seq = "unet"
@@ -235,9 +258,11 @@ class ADMPipeline(ADMSamplingMixin, FolderPipelineMixin, DiffusionPipeline):
         unet: ADMUNet2DModel,
         scheduler: ImprovedDiffusionScheduler,
         classifier: ADMClassifierModel | None = None,
+        default_num_inference_steps: int | None = None,
     ):
         super().__init__()
         self.register_modules(unet=unet, scheduler=scheduler, classifier=classifier)
+        self.record_default_steps(default_num_inference_steps)
 
     def check_inputs(
         self,
@@ -333,7 +358,8 @@ class ADMPipeline(ADMSamplingMixin, FolderPipelineMixin, DiffusionPipeline):
                 repeated ``batch_size`` times; a list sets the batch size.
             batch_size: images to draw when ``class_labels`` is ``None`` or a single label.
             num_inference_steps: denoising steps, evenly spaced from the last training step T−1 down to 0 (1 step =
-                T−1 alone). Neither this nor ``timestep_respacing``: all T training steps.
+                T−1 alone). Neither this nor ``timestep_respacing``: the folder's ``default_num_inference_steps``
+                (all T training steps when it records none).
             timestep_respacing: an improved-diffusion respacing string with the reference's meaning ("250",
                 "10,20,30", "ddim25"; note the reference's "1" keeps only t = 0).
             use_ddim, eta: DDIM(η) steps instead of ancestral ones.
@@ -359,7 +385,8 @@ class ADMPipeline(ADMSamplingMixin, FolderPipelineMixin, DiffusionPipeline):
         labels = self.prepare_class_labels(class_labels, batch_size)
         if labels is not None:
             batch_size = len(labels)
-        sampling = StageSampling(num_inference_steps, timestep_respacing, use_ddim, eta, guidance_scale)
+        sampling = StageSampling(num_inference_steps, timestep_respacing, use_ddim, eta, guidance_scale).or_default(
+            self.default_sampling)
         callbacks = dict(callback_on_step_end=callback_on_step_end,
                          callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs)
         self.check_inputs(labels, classifier_scale, sampling, output_type, batch_size, generator, latents, callbacks)

@@ -34,7 +34,7 @@ from ..models.sr_unet import SuperResolutionUNet2DModel
 from ..schedulers import ImprovedDDIMScheduler, ImprovedDDPMScheduler  # noqa: F401 (component loaders, see hub.py)
 from ..schedulers.improved_diffusion_base import ImprovedDiffusionScheduler
 from ..augmentation import gaussian_blur, levels_tensor
-from ..checks import check_augmentation, check_count, check_choice, check_flag
+from ..checks import check_augmentation, check_count, check_choice, check_flag, check_number
 from .hub import FolderPipelineMixin
 from .pipeline_adm import ADMPipeline, ClassLabels, StageSampling
 from .pipeline_super_resolution import SuperResolutionPipeline
@@ -85,6 +85,9 @@ class CascadedPipeline(SamplingMixin, FolderPipelineMixin, DiffusionPipeline):
     Sampling arguments that belong to every stage (``num_inference_steps``, ``timestep_respacing``, ``use_ddim``,
     ``eta``, ``guidance_scale``) take one value for all stages or a list with one entry per stage, base first.
     Augmentation arguments (``noise_level``, ``truncate``, ``blur_sigma``) take one value or a list per SR stage.
+
+    Config: ``default_num_inference_steps`` (one value, or one per stage): the step count a stage uses when the call
+    names no schedule for it (stored in model_index.json; ``None`` = all training steps).
     """
 
     model_cpu_offload_seq = "base_unet->sr_unet_1->sr_unet_2->sr_unet_3"
@@ -100,6 +103,7 @@ class CascadedPipeline(SamplingMixin, FolderPipelineMixin, DiffusionPipeline):
         sr_scheduler_2: ImprovedDiffusionScheduler | None = None,
         sr_unet_3: SuperResolutionUNet2DModel | None = None,
         sr_scheduler_3: ImprovedDiffusionScheduler | None = None,
+        default_num_inference_steps: int | list[int] | None = None,
     ):
         super().__init__()
         stages = [(sr_unet_1, sr_scheduler_1), (sr_unet_2, sr_scheduler_2), (sr_unet_3, sr_scheduler_3)]
@@ -114,6 +118,12 @@ class CascadedPipeline(SamplingMixin, FolderPipelineMixin, DiffusionPipeline):
             sr_unet_1=sr_unet_1, sr_scheduler_1=sr_scheduler_1, sr_unet_2=sr_unet_2, sr_scheduler_2=sr_scheduler_2,
             sr_unet_3=sr_unet_3, sr_scheduler_3=sr_scheduler_3,
         )
+        count = 1 + sum(unet is not None for unet, _ in stages)
+        defaults = per_stage(default_num_inference_steps, count, "default_num_inference_steps")
+        for default in defaults:
+            if default is not None:
+                check_number("default_num_inference_steps", default, minimum=1, integer=True)
+        self.register_to_config(default_num_inference_steps=default_num_inference_steps)
 
     # -- the stages as pipelines (sharing this pipeline's modules) ---------------------------------------------------
 
@@ -183,12 +193,14 @@ class CascadedPipeline(SamplingMixin, FolderPipelineMixin, DiffusionPipeline):
         """
         base, stages = self.base, self.stages
         count = 1 + len(stages)
-        sampling = [StageSampling(*values) for values in zip(
+        defaults = per_stage(self.config.get("default_num_inference_steps"), count, "default_num_inference_steps")
+        sampling = [StageSampling(*values).or_default(default) for *values, default in zip(
             per_stage(num_inference_steps, count, "num_inference_steps"),
             per_stage(timestep_respacing, count, "timestep_respacing"),
             per_stage(use_ddim, count, "use_ddim"),
             per_stage(eta, count, "eta"),
             per_stage(guidance_scale, count, "guidance_scale"),
+            defaults,
         )]
         levels = per_stage(noise_level, len(stages), "noise_level")
         truncated = per_stage(truncate, len(stages), "truncate")

@@ -93,15 +93,19 @@ class SuperResolutionPipeline(ADMSamplingMixin, FolderPipelineMixin, DiffusionPi
         unet: the SR U-Net (its ``low_res_sample_size`` and ``sample_size`` fix the input and output sides).
         scheduler: an ``ImprovedDDPMScheduler`` / ``ImprovedDDIMScheduler`` with the stage's training diffusion.
 
+    Config: ``default_num_inference_steps`` as :class:`~diffusion_canon.pipelines.pipeline_adm.ADMPipeline`.
+
     Class labels, ``use_ddim`` / ``eta``, respacing and classifier-free guidance behave as in
     :class:`~diffusion_canon.pipelines.pipeline_adm.ADMPipeline`; classifier guidance is not offered.
     """
 
     model_cpu_offload_seq = "unet"
 
-    def __init__(self, unet: SuperResolutionUNet2DModel, scheduler: ImprovedDiffusionScheduler):
+    def __init__(self, unet: SuperResolutionUNet2DModel, scheduler: ImprovedDiffusionScheduler,
+                 default_num_inference_steps: int | None = None):
         super().__init__()
         self.register_modules(unet=unet, scheduler=scheduler)
+        self.record_default_steps(default_num_inference_steps)
 
     # -- conditioning ----------------------------------------------------------------------------------------------
 
@@ -218,7 +222,8 @@ class SuperResolutionPipeline(ADMSamplingMixin, FolderPipelineMixin, DiffusionPi
             raise ValueError(f"class_labels holds {len(labels)} labels for {conditioning.shape[0]} low_res images")
         conditioning = conditioning.repeat_interleave(num_images_per_prompt, dim=0)
         labels = None if labels is None else labels.repeat_interleave(num_images_per_prompt, dim=0)
-        sampling = StageSampling(num_inference_steps, timestep_respacing, use_ddim, eta, guidance_scale)
+        sampling = StageSampling(num_inference_steps, timestep_respacing, use_ddim, eta, guidance_scale).or_default(
+            self.default_sampling)
         callbacks = dict(callback_on_step_end=callback_on_step_end,
                          callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs)
         self.check_sampling_inputs(labels, sampling, output_type, conditioning.shape[0], generator, latents, callbacks)

@@ -98,7 +98,8 @@ def add_validation_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--num_validation_images", type=STEPS, default=4)
     group.add_argument("--validation_steps", type=STEPS, default=100,
                        help="Validation images every N optimizer steps; 0: only the final ones.")
-    group.add_argument("--num_inference_steps", type=COUNT, default=25, help="Sampling steps of validation images.")
+    group.add_argument("--num_inference_steps", type=COUNT, default=25, help="Sampling steps of validation images; ADM-family scripts also record it as the saved pipeline's "
+                       "default_num_inference_steps.")
     group.add_argument("--guidance_scale", type=real(), default=7.5, help="Guidance of validation images.")
 
 
