@@ -5,8 +5,9 @@
 * A **conditioned model** takes a third argument ``keep`` (``[N]`` bool, or ``None`` for "every row conditioned"):
   rows whose ``keep`` is False see the model's null condition (a null class, a null embedding, null text tokens).
   :func:`classifier_free_guidance` turns one into a model.
-* :func:`denoise` is the one loop: one model call and one ``scheduler.step`` per timestep, the diffusers callback and
-  interrupt conventions, and the pipeline's progress bar.
+* :func:`denoise` is the one loop: per timestep, the scheduler's ``begin_step`` (if it has one: Karras' churn), one
+  model call on ``scheduler.scale_model_input`` at ``scheduler.model_timestep``, one ``scheduler.step``; the
+  diffusers callback and interrupt conventions, and the pipeline's progress bar.
 * :func:`postprocess` turns samples in [−1, 1] into the requested ``output_type``, by diffusers' image processor.
 
 :class:`SamplingMixin` gives a pipeline diffusers' sampling properties (``guidance_scale``,
@@ -132,11 +133,14 @@ def denoise(
         timesteps = timesteps[:-1]
     pipeline._num_timesteps = len(timesteps)
     batch = latents.shape[0]
+    begin_step = getattr(scheduler, "begin_step", None)  # stochastic samplers that perturb x before evaluating
     for step, t in enumerate(pipeline.progress_bar(timesteps)):
         if pipeline.interrupt:
             continue
+        if begin_step is not None:
+            latents = begin_step(latents, t, generator)
         model_timestep = scheduler.model_timestep(t).to(latents.device).expand(batch)
-        output = model(latents, model_timestep)
+        output = model(scheduler.scale_model_input(latents, t), model_timestep)
         kwargs = dict(step_kwargs or {})
         if guidance_gradient is not None:
             kwargs["guidance_gradient"] = guidance_gradient(latents, model_timestep)
