@@ -1,4 +1,5 @@
-"""Improved-DDPM / DDIM schedulers (diffusers ``SchedulerMixin``) and the Gaussian diffusion schedule behind them."""
+"""Schedulers (diffusers ``SchedulerMixin``): improved-DDPM / DDIM with the Gaussian diffusion schedule behind them, and
+the EDM (Karras) / consistency-model samplers."""
 
 from .gaussian_diffusion import (
     GaussianDiffusionSchedule,
@@ -11,12 +12,17 @@ from .gaussian_diffusion import (
 from .improved_diffusion_base import ImprovedDiffusionScheduler
 from .scheduling_improved_ddim import ImprovedDDIMScheduler
 from .scheduling_improved_ddpm import ImprovedDDPMScheduler
+from .scheduling_karras import ConsistencyScheduler, KarrasDiffusionScheduler, KarrasEulerScheduler, KarrasHeunScheduler
 
 __all__ = [
+    "ConsistencyScheduler",
     "GaussianDiffusionSchedule",
     "ImprovedDDIMScheduler",
     "ImprovedDDPMScheduler",
     "ImprovedDiffusionScheduler",
+    "KarrasDiffusionScheduler",
+    "KarrasEulerScheduler",
+    "KarrasHeunScheduler",
     "ModelDistribution",
     "cosine_betas",
     "linear_betas",

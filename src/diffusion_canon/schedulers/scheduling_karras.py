@@ -216,13 +216,14 @@ class ConsistencyScheduler(KarrasDiffusionScheduler):
                       timesteps: Sequence[int] | None = None, grid_size: int = 40) -> None:
         """``timesteps`` (the reference's ``--ts``): increasing indices into the grid of ``grid_size`` levels from 0
         (σ_max); the last is not evaluated but sets the final re-noising, so it should be ``grid_size − 1`` (σ_min: a
-        clean sample) — the reference accepts any and leaves that level's noise in. ``num_inference_steps`` alone =
-        that many indices evenly spread over the grid (1 = onestep at σ_max)."""
+        clean sample) — the reference accepts any and leaves that level's noise in. ``num_inference_steps=n`` alone:
+        n evaluations at n + 1 indices evenly spread over the grid (1 = onestep at σ_max)."""
         check_number("grid_size", grid_size, minimum=1, integer=True)
         if timesteps is None:
-            check_number("num_inference_steps", num_inference_steps, minimum=1, maximum=grid_size, integer=True)
-            timesteps = [0] if num_inference_steps == 1 else [round(k * (grid_size - 1) / (num_inference_steps - 1))
-                                                              for k in range(num_inference_steps)]
+            check_number("num_inference_steps", num_inference_steps, minimum=1, maximum=max(grid_size - 1, 1),
+                         integer=True)
+            n = num_inference_steps
+            timesteps = [0] if n == 1 else [round(k * (grid_size - 1) / n) for k in range(n + 1)]
         indices = list(timesteps)
         if not indices or any(isinstance(k, bool) or not isinstance(k, int) for k in indices):
             raise TypeError(f"timesteps must be a non-empty list of int grid indices, got {timesteps!r}")
