@@ -112,11 +112,25 @@ class KarrasDiffusionScheduler(SchedulerMixin, ConfigMixin):
         """c_in(σ)·x, the network's input at σ = ``timestep``."""
         return as_batch(self.scalings(torch.as_tensor(timestep, dtype=torch.float32))[2], sample) * sample
 
-    def denoised(self, model_output: torch.Tensor, sample: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
-        """D(x; σ) = c_out·F + c_skip·x, clamped to [−1, 1] with ``clip_denoised``."""
+    def denoised(self, model_output: torch.Tensor, sample: torch.Tensor, sigma: torch.Tensor | float,
+                 clip: bool | None = None) -> torch.Tensor:
+        """D(x; σ) = c_out·F + c_skip·x, clamped to [−1, 1] when ``clip`` (default: ``clip_denoised``)."""
         c_skip, c_out, _ = self.scalings(torch.as_tensor(sigma, dtype=torch.float32))
         denoised = as_batch(c_out, sample) * model_output + as_batch(c_skip, sample) * sample
-        return denoised.clamp(-1, 1) if self.config.clip_denoised else denoised
+        return denoised.clamp(-1, 1) if (self.config.clip_denoised if clip is None else clip) else denoised
+
+    def denoise(self, network, sample: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
+        """D(x; σ) with the network called here, unclipped (the reference's ``KarrasDenoiser.denoise``, which the
+        training losses use): ``network(c_in·x, t(σ))``, ``sigmas`` ``[N]``."""
+        output = network(self.scale_model_input(sample, sigmas), self.model_timestep(sigmas))
+        return self.denoised(output, sample, sigmas, clip=False)
+
+    def level(self, position: torch.Tensor) -> torch.Tensor:
+        """σ at a fractional ``position`` ∈ [0, 1] of the Karras grid (σ_max at 0, σ_min at 1), float32 as the
+        reference's losses compute it."""
+        config = self.config
+        max_inv_rho, min_inv_rho = config.sigma_max ** (1 / config.rho), config.sigma_min ** (1 / config.rho)
+        return (max_inv_rho + position * (min_inv_rho - max_inv_rho)) ** config.rho
 
     def grid(self, steps: int) -> torch.Tensor:
         """The reference's ``get_sigmas_karras(steps, sigma_min, sigma_max, rho)``: steps levels, then 0."""
