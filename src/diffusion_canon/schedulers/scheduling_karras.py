@@ -28,7 +28,7 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
-from ..checks import check_number
+from ..checks import check_choice, check_number
 
 SAMPLERS = ("heun", "euler", "onestep", "multistep")
 
@@ -55,6 +55,21 @@ def as_batch(value: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return value.reshape(-1, *([1] * (like.ndim - 1))) if value.ndim else value
 
 
+def vp_config(scheduler) -> dict:
+    """The Karras-scheduler config that makes a VP (DDPM / improved-DDPM) model a denoiser on σ = √((1 − ᾱ)/ᾱ):
+    its ᾱ table and prediction type, σ_min and σ_max the σ of its first and last training timestep, no clipping of
+    D (the samplers clamp only what a caller asks for)."""
+    config = scheduler.config
+    if config.prediction_type not in ("epsilon", "v_prediction"):
+        raise ValueError(f"a VP teacher must predict epsilon or v, got prediction_type={config.prediction_type!r}")
+    if config.get("rescale_timesteps"):
+        raise ValueError("a VP teacher trained with rescale_timesteps is not supported as a Karras denoiser yet")
+    alphas = [float(a) for a in scheduler.alphas_cumprod.double()]
+    sigma = lambda a: ((1 - a) / a) ** 0.5  # noqa: E731
+    return dict(sigma_min=sigma(alphas[0]), sigma_max=sigma(alphas[-1]), vp_alphas_cumprod=alphas,
+                vp_prediction_type=config.prediction_type, clip_denoised=False)
+
+
 class KarrasDiffusionScheduler(SchedulerMixin, ConfigMixin):
     """The EDM denoiser's preconditioning and σ grid, shared by the samplers (see the module docstring).
 
@@ -64,6 +79,8 @@ class KarrasDiffusionScheduler(SchedulerMixin, ConfigMixin):
         rho: ρ of the Karras grid.
         boundary_condition: consistency-model preconditioning (D(x; σ_min) = x) instead of EDM's.
         clip_denoised: clamp D(x; σ) to [−1, 1] at every evaluation (the reference's ``clip_denoised``).
+        vp_alphas_cumprod, vp_prediction_type: a VP model (ours: ADM / improved-DDPM folders) as the denoiser — its
+            training ᾱ_t and what it predicts; see :func:`vp_config`.
     """
 
     order = 1
@@ -77,7 +94,18 @@ class KarrasDiffusionScheduler(SchedulerMixin, ConfigMixin):
         rho: float = 7.0,
         boundary_condition: bool = False,
         clip_denoised: bool = True,
+        vp_alphas_cumprod: Sequence[float] | None = None,
+        vp_prediction_type: str = "epsilon",
     ):
+        if vp_alphas_cumprod is not None:
+            check_choice("vp_prediction_type", vp_prediction_type, ("epsilon", "v_prediction"))
+            if boundary_condition:
+                raise ValueError("a VP teacher (vp_alphas_cumprod) has no consistency-model boundary condition")
+            alphas = torch.tensor(vp_alphas_cumprod, dtype=torch.float64)
+            if alphas.ndim != 1 or len(alphas) < 2 or not ((alphas > 0) & (alphas < 1)).all():
+                raise ValueError("vp_alphas_cumprod must list the training ᾱ_t, each in (0, 1)")
+            # log σ_t of the training timesteps: t(σ) interpolates between them
+            self.vp_log_sigmas = (((1 - alphas) / alphas) ** 0.5).log().float()
         check_number("sigma_min", sigma_min, minimum=0)
         check_number("sigma_max", sigma_max, minimum=0)
         if not sigma_min < sigma_max:
@@ -93,8 +121,14 @@ class KarrasDiffusionScheduler(SchedulerMixin, ConfigMixin):
         return self.config.sigma_max
 
     def scalings(self, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(c_skip, c_out, c_in) at σ (the reference's ``get_scalings`` / ``get_scalings_for_boundary_condition``)."""
+        """(c_skip, c_out, c_in) at σ (the reference's ``get_scalings`` / ``get_scalings_for_boundary_condition``;
+        for a VP teacher, x_t = x_σ/√(1 + σ²) and x̂_0 = x_σ − σ·ε̂, or x_σ/(1 + σ²) − σ/√(1 + σ²)·v̂)."""
         sigma_data, sigma_min = self.config.sigma_data, self.config.sigma_min
+        if self.config.vp_alphas_cumprod is not None:
+            c_in = 1 / (sigma**2 + 1) ** 0.5
+            if self.config.vp_prediction_type == "epsilon":
+                return torch.ones_like(sigma), -sigma, c_in
+            return 1 / (sigma**2 + 1), -sigma * c_in, c_in
         c_in = 1 / (sigma**2 + sigma_data**2) ** 0.5
         if self.config.boundary_condition:
             c_skip = sigma_data**2 / ((sigma - sigma_min) ** 2 + sigma_data**2)
@@ -105,8 +139,17 @@ class KarrasDiffusionScheduler(SchedulerMixin, ConfigMixin):
         return c_skip, c_out, c_in
 
     def model_timestep(self, sigma: torch.Tensor | float) -> torch.Tensor:
-        """What the network receives for σ: t = 1000·¼·log(σ + 1e-44) (σ = 0 stays finite)."""
-        return 1000 * 0.25 * torch.log(torch.as_tensor(sigma, dtype=torch.float32) + 1e-44)
+        """What the network receives for σ: t = 1000·¼·log(σ + 1e-44) (σ = 0 stays finite); for a VP teacher the
+        training timestep whose σ_t = √((1 − ᾱ_t)/ᾱ_t) is σ, linear in log σ between two of them (clamped to
+        [0, T − 1])."""
+        sigma = torch.as_tensor(sigma, dtype=torch.float32)
+        if self.config.vp_alphas_cumprod is None:
+            return 1000 * 0.25 * torch.log(sigma + 1e-44)
+        log_sigmas = self.vp_log_sigmas.to(sigma.device)
+        log_sigma = sigma.clamp_min(1e-44).log()
+        low = (torch.searchsorted(log_sigmas, log_sigma.reshape(-1), right=True) - 1).clamp(0, len(log_sigmas) - 2)
+        weight = ((log_sigma.reshape(-1) - log_sigmas[low]) / (log_sigmas[low + 1] - log_sigmas[low])).clamp(0, 1)
+        return (low + weight).reshape(sigma.shape)
 
     def scale_model_input(self, sample: torch.Tensor, timestep: torch.Tensor | float) -> torch.Tensor:
         """c_in(σ)·x, the network's input at σ = ``timestep``."""
@@ -116,6 +159,7 @@ class KarrasDiffusionScheduler(SchedulerMixin, ConfigMixin):
                  clip: bool | None = None) -> torch.Tensor:
         """D(x; σ) = c_out·F + c_skip·x, clamped to [−1, 1] when ``clip`` (default: ``clip_denoised``)."""
         c_skip, c_out, _ = self.scalings(torch.as_tensor(sigma, dtype=torch.float32))
+        model_output = model_output[:, : sample.shape[1]]  # a learned variance, if any, plays no part in D
         denoised = as_batch(c_out, sample) * model_output + as_batch(c_skip, sample) * sample
         return denoised.clamp(-1, 1) if (self.config.clip_denoised if clip is None else clip) else denoised
 
