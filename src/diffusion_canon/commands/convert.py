@@ -1,4 +1,5 @@
-"""``diffusion-canon convert guided-diffusion | improved-diffusion ...``: checkpoint → pipeline folder."""
+"""``diffusion-canon convert guided-diffusion | improved-diffusion | consistency-models ...``: checkpoint → pipeline
+folder."""
 
 from __future__ import annotations
 
@@ -25,6 +26,15 @@ def _convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _convert_consistency(args: argparse.Namespace) -> int:
+    from ..convert.consistency_models import convert_consistency_checkpoint
+
+    folder = convert_consistency_checkpoint(args.checkpoint, args.output, args.flags, dtype=args.dtype,
+                                            reference_fp16_attention=not args.fp32_attention)
+    print(f"wrote {folder}")
+    return 0
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``convert`` with one sub-command per source repository."""
     parser = subparsers.add_parser("convert", description="Convert a published checkpoint into a diffusers pipeline folder.")
@@ -46,4 +56,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         sub.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"))
         sub.add_argument("--output", required=True, help="the pipeline folder to write")
         sub.set_defaults(func=_convert, repo=repo)
+    sub = repos.add_parser("consistency-models", help="an openai/consistency_models checkpoint (EDM, CD or CT)")
+    sub.add_argument("--checkpoint", required=True, help="the reference .pt state dict (read with weights_only)")
+    sub.add_argument("--flags", required=True, help="the reference's image_sample.py flags, --training_mode included, "
+                     'e.g. "--training_mode consistency_distillation --sampler onestep --class_cond True ..."')
+    sub.add_argument("--fp32-attention", action="store_true",
+                     help="compute attention in float32 (default: float16 q/k/v as the reference does)")
+    sub.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"))
+    sub.add_argument("--output", required=True, help="the pipeline folder to write")
+    sub.set_defaults(func=_convert_consistency)
     return parser

@@ -9,7 +9,6 @@ sample's shape, in order — so a run equals ``karras_sample`` under ``torch.man
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 from diffusers import DiffusionPipeline, ImagePipelineOutput, ModelMixin, SchedulerMixin  # noqa: F401 (see hub.py)
@@ -17,12 +16,21 @@ from diffusers.utils import replace_example_docstring
 
 from ..checks import check_callback, check_choice, check_count, check_flag, check_generator, check_number, check_tensor
 from ..models.adm_unet import ADMUNet2DModel
+from ..models.reference_fp16_attention import use_reference_fp16_attention
 from ..schedulers.scheduling_karras import (  # noqa: F401 (component loaders, see hub.py)
     SAMPLERS, ConsistencyScheduler, KarrasDiffusionScheduler, KarrasEulerScheduler, KarrasHeunScheduler,
 )
 from .class_labels import ClassConditionalMixin, ClassLabels
 from .hub import FolderPipelineMixin
 from .sampling import OUTPUT_TYPES, SamplingMixin, StepCallback, denoise, postprocess
+
+def parse_ts(ts: str) -> list[int]:
+    """The reference's ``--ts`` ("0,22,39") as grid indices; ``ValueError`` naming it otherwise."""
+    try:
+        return [int(part) for part in ts.split(",")]
+    except (AttributeError, ValueError):
+        raise ValueError(f"timesteps {ts!r} must be comma-separated grid indices such as '0,22,39'") from None
+
 
 SCHEDULERS = {"heun": KarrasHeunScheduler, "euler": KarrasEulerScheduler, "onestep": ConsistencyScheduler,
               "multistep": ConsistencyScheduler}
@@ -49,16 +57,28 @@ class EDMPipeline(ClassConditionalMixin, SamplingMixin, FolderPipelineMixin, Dif
             that config.
 
     Config:
-        grid_size: the reference's ``--steps`` for consistency sampling: the Karras grid ``timesteps`` index into.
+        grid_size: the reference's ``--steps``: the Karras grid ``timesteps`` index into, and Heun's / Euler's default
+            step count.
+        default_timesteps: the multistep ``--ts`` ("0,22,39") a call uses when it names no schedule (``None``:
+            onestep). A string, as the reference writes it (model_index.json reads two-element lists as components).
+        reference_fp16_attention: attention in float16 as the reference computes it (its ``QKVAttentionLegacy``);
+            False: float32.
     """
 
     model_cpu_offload_seq = "unet"
 
-    def __init__(self, unet: ADMUNet2DModel, scheduler: KarrasDiffusionScheduler, grid_size: int = 40):
+    def __init__(self, unet: ADMUNet2DModel, scheduler: KarrasDiffusionScheduler, grid_size: int = 40,
+                 default_timesteps: str | None = None, reference_fp16_attention: bool = False):
         super().__init__()
         check_number("grid_size", grid_size, minimum=1, integer=True)
+        check_flag("reference_fp16_attention", reference_fp16_attention)
+        if default_timesteps is not None:
+            parse_ts(default_timesteps)
         self.register_modules(unet=unet, scheduler=scheduler)
-        self.register_to_config(grid_size=grid_size)
+        self.register_to_config(grid_size=grid_size, default_timesteps=default_timesteps,
+                                reference_fp16_attention=reference_fp16_attention)
+        if reference_fp16_attention:
+            use_reference_fp16_attention(unet)
 
     @property
     def is_consistency_model(self) -> bool:
@@ -69,10 +89,12 @@ class EDMPipeline(ClassConditionalMixin, SamplingMixin, FolderPipelineMixin, Dif
                             timesteps: Sequence[int] | None, churn: dict[str, float]) -> KarrasDiffusionScheduler:
         """The scheduler of ``sampler`` (default: onestep/multistep for consistency models, heun otherwise) with its
         schedule set; ``ValueError`` for a sampler or arguments it does not take."""
-        if sampler is None:
-            consistency = self.is_consistency_model or timesteps is not None
-            sampler = ("multistep" if timesteps is not None or (num_inference_steps or 1) > 1 else "onestep") \
-                if consistency else "heun"
+        if sampler is None:  # the folder's own sampler; for consistency models one step unless more are asked
+            sampler = {KarrasHeunScheduler: "heun", KarrasEulerScheduler: "euler"}.get(type(self.scheduler))
+            if sampler is None or timesteps is not None:
+                if timesteps is None and num_inference_steps is None and self.config.get("default_timesteps"):
+                    timesteps = parse_ts(self.config.default_timesteps)
+                sampler = "multistep" if timesteps is not None or (num_inference_steps or 1) > 1 else "onestep"
         check_choice("sampler", sampler, SAMPLERS)
         if timesteps is not None and sampler not in ("onestep", "multistep"):
             raise ValueError(f"timesteps (the reference's --ts) are for the consistency samplers, not sampler={sampler!r}")
@@ -82,9 +104,10 @@ class EDMPipeline(ClassConditionalMixin, SamplingMixin, FolderPipelineMixin, Dif
         scheduler = self.scheduler if type(self.scheduler) is wanted else wanted.from_config(self.scheduler.config)
         device = self._execution_device
         if sampler == "heun":
-            scheduler.set_timesteps(40 if num_inference_steps is None else num_inference_steps, device, **churn)
+            steps = self.config.grid_size if num_inference_steps is None else num_inference_steps
+            scheduler.set_timesteps(steps, device, **churn)
         elif sampler == "euler":
-            scheduler.set_timesteps(40 if num_inference_steps is None else num_inference_steps, device)
+            scheduler.set_timesteps(self.config.grid_size if num_inference_steps is None else num_inference_steps, device)
         elif sampler == "onestep":
             if num_inference_steps not in (None, 1) or (timesteps is not None and len(timesteps) != 1):
                 raise ValueError("sampler='onestep' takes one step: num_inference_steps=1 (or none)")
@@ -128,8 +151,9 @@ class EDMPipeline(ClassConditionalMixin, SamplingMixin, FolderPipelineMixin, Dif
             class_labels, batch_size: as :class:`~diffusion_canon.pipelines.ADMPipeline`.
             sampler: "heun", "euler", "onestep" or "multistep"; default: "onestep" (one step) or "multistep" for a
                 consistency model, "heun" otherwise.
-            num_inference_steps: heun / euler: the reference's ``--steps`` (default 40; Heun evaluates the network
-                2·steps − 1 times); consistency sampling: the number of denoising steps (1 = onestep).
+            num_inference_steps: heun / euler: the reference's ``--steps`` (default: the folder's ``grid_size``; Heun
+                evaluates the network 2·steps − 1 times); consistency sampling: the number of denoising steps (1 =
+                onestep; default: the folder's ``default_timesteps``, else 1).
             timesteps: multistep: the reference's ``--ts``, increasing indices into the Karras grid of
                 ``grid_size`` levels (the folder's ``--steps``), from 0; ends at ``grid_size − 1`` for clean samples.
             s_churn, s_tmin, s_tmax, s_noise: Heun's stochasticity (Karras et al. 2022, Algorithm 2).

@@ -1,0 +1,109 @@
+"""Convert openai/consistency_models checkpoints (EDM teachers, consistency distillation / training students) into an
+:class:`~diffusion_canon.pipelines.EDMPipeline` folder.
+
+The network is guided-diffusion's U-Net (the same state-dict keys), built by the reference's ``create_model`` from
+its ``image_sample.py`` flags with that repository's defaults; its attention stores q/k/v rows as "(three heads dim)",
+the layout our ADM converter calls the new attention order. ``--training_mode`` decides the denoiser: ``edm`` the EDM
+preconditioning, ``consistency_*`` the boundary condition; the sampling flags (``--sampler``, ``--steps``, ``--ts``,
+``--s_churn`` …) become the folder's scheduler and defaults, and stay call arguments.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..checks import check_choice
+from .adm import DTYPES, convert_unet, load_checkpoint
+from .adm_flags import IMAGENET_CLASSES, _attention_factors, _channel_mult, _GUIDED_MULT, parse_flags, unet_config
+
+TRAINING_MODES = ("edm", "consistency_distillation", "consistency_training")
+# the defaults of the reference's scripts/image_sample.py (create_argparser): model_and_diffusion_defaults() + sampling
+CM_FLAG_DEFAULTS: dict[str, Any] = {
+    "sigma_min": 0.002, "sigma_max": 80.0, "image_size": 64, "num_channels": 128, "num_res_blocks": 2,
+    "num_heads": 4, "num_heads_upsample": -1, "num_head_channels": -1, "attention_resolutions": "32,16,8",
+    "channel_mult": "", "dropout": 0.0, "class_cond": False, "use_checkpoint": False, "use_scale_shift_norm": True,
+    "resblock_updown": False, "use_fp16": False, "use_new_attention_order": False, "learn_sigma": False,
+    "weight_schedule": "karras",
+    "training_mode": "edm", "generator": "determ", "clip_denoised": True, "num_samples": 10000, "batch_size": 16,
+    "sampler": "heun", "s_churn": 0.0, "s_tmin": 0.0, "s_tmax": float("inf"), "s_noise": 1.0, "steps": 40,
+    "model_path": "", "seed": 42, "ts": "",
+}  # fmt: skip
+SAMPLERS = ("heun", "euler", "onestep", "multistep")
+
+
+@dataclass
+class ConsistencyFlags:
+    """A parsed ``image_sample.py`` flags string."""
+
+    unet_kwargs: dict[str, Any]  # the reference UNetModel constructor arguments
+    distillation: bool  # the boundary-condition preconditioning (consistency models)
+    values: dict[str, Any]  # every flag, defaults filled in
+
+
+def consistency_flags(flags: str) -> ConsistencyFlags:
+    """Parse the reference's ``image_sample.py`` flags; ``ValueError`` names an unknown flag or a value the reference
+    would reject (training mode, sampler, multistep without ``--ts``, a ``--ts`` outside the grid)."""
+    values, _ = parse_flags(flags, CM_FLAG_DEFAULTS)
+    check_choice("--training_mode", values["training_mode"], TRAINING_MODES)
+    check_choice("--sampler", values["sampler"], SAMPLERS)
+    if values["sampler"] == "multistep":
+        if not values["ts"]:
+            raise ValueError("--sampler multistep needs --ts (comma-separated indices into the --steps grid)")
+        ts = [int(k) for k in values["ts"].split(",")]
+        if any(not 0 <= k < values["steps"] for k in ts):
+            raise ValueError(f"--ts {values['ts']} must index the grid of --steps {values['steps']} (0 … "
+                             f"{values['steps'] - 1})")
+    size = values["image_size"]
+    channel_mult = (tuple(int(m) for m in values["channel_mult"].split(",")) if values["channel_mult"]
+                    else _channel_mult(_GUIDED_MULT, size, "consistency-models"))
+    unet_kwargs = {
+        "image_size": size, "in_channels": 3, "model_channels": values["num_channels"],
+        "out_channels": 6 if values["learn_sigma"] else 3, "num_res_blocks": values["num_res_blocks"],
+        "attention_resolutions": _attention_factors(values["attention_resolutions"], size),
+        "dropout": values["dropout"], "channel_mult": list(channel_mult),
+        "num_classes": IMAGENET_CLASSES if values["class_cond"] else None, "num_heads": values["num_heads"],
+        "num_head_channels": values["num_head_channels"], "num_heads_upsample": values["num_heads_upsample"],
+        "use_scale_shift_norm": values["use_scale_shift_norm"], "resblock_updown": values["resblock_updown"],
+    }  # fmt: skip
+    return ConsistencyFlags(unet_kwargs, "consistency" in values["training_mode"], values)
+
+
+def edm_pipeline(unet: Any, parsed: ConsistencyFlags, reference_fp16_attention: bool = True):
+    """The :class:`~diffusion_canon.pipelines.EDMPipeline` of a converted network and its flags."""
+    from ..pipelines.pipeline_edm import SCHEDULERS, EDMPipeline
+
+    values = parsed.values
+    scheduler = SCHEDULERS[values["sampler"]](
+        sigma_min=values["sigma_min"], sigma_max=values["sigma_max"], sigma_data=0.5,
+        boundary_condition=parsed.distillation, clip_denoised=values["clip_denoised"],
+    )
+    return EDMPipeline(unet, scheduler, grid_size=values["steps"], default_timesteps=values["ts"] or None,
+                       reference_fp16_attention=reference_fp16_attention)
+
+
+def convert_consistency_checkpoint(
+    checkpoint: str | Path,
+    output: str | Path,
+    flags: str,
+    dtype: str = "float32",
+    reference_fp16_attention: bool = True,
+) -> Path:
+    """A reference ``.pt`` + its ``image_sample.py`` flags → a pipeline folder (model card included); the saved
+    weights in ``dtype``. ``reference_fp16_attention``: reproduce the reference's float16 attention (its samples
+    exactly) rather than compute it in float32."""
+    from ..pipelines.hub import save_pipeline_folder
+
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    parsed = consistency_flags(flags)
+    unet = convert_unet(load_checkpoint(checkpoint), unet_config(parsed.unet_kwargs), legacy_qkv=False,
+                        dtype=DTYPES[dtype])
+    pipe = edm_pipeline(unet, parsed, reference_fp16_attention)
+    mode = parsed.values["training_mode"]
+    card = (f"# {Path(checkpoint).stem}\n\nConverted from openai/consistency_models ({mode}) with `diffusion-canon "
+            f"convert consistency-models`.\n\nFlags: `{flags}`\n\n```python\nfrom diffusers import DiffusionPipeline\n"
+            f"pipe = DiffusionPipeline.from_pretrained(\"{output}\", trust_remote_code=True)\nimages = pipe(class_labels="
+            f"[207, 360]).images\n```\n")
+    return save_pipeline_folder(pipe, output, model_card=card)
