@@ -13,6 +13,7 @@ import sys
 import tempfile
 
 FILES = ["tests/test_losses_parity.py", "tests/test_scheduler_parity.py", "tests/test_adm_models.py", "tests/test_karras_parity.py",
+         "tests/test_convert_consistency.py",
          "tests/test_karras_losses_parity.py",
          "tests/test_pipeline_adm.py", "tests/test_convert_adm.py"]
 PATHS = [(cap, threads) for cap in ("default", "avx2", "avx512") for threads in ("1", "2")]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 from ..convert.adm_presets import PRESETS
+from ..convert.consistency_presets import PRESETS as CONSISTENCY_PRESETS
 
 
 def _convert(args: argparse.Namespace) -> int:
@@ -29,7 +30,7 @@ def _convert(args: argparse.Namespace) -> int:
 def _convert_consistency(args: argparse.Namespace) -> int:
     from ..convert.consistency_models import convert_consistency_checkpoint
 
-    folder = convert_consistency_checkpoint(args.checkpoint, args.output, args.flags, dtype=args.dtype,
+    folder = convert_consistency_checkpoint(args.checkpoint, args.output, args.flags, args.preset, dtype=args.dtype,
                                             reference_fp16_attention=not args.fp32_attention)
     print(f"wrote {folder}")
     return 0
@@ -58,8 +59,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         sub.set_defaults(func=_convert, repo=repo)
     sub = repos.add_parser("consistency-models", help="an openai/consistency_models checkpoint (EDM, CD or CT)")
     sub.add_argument("--checkpoint", required=True, help="the reference .pt state dict (read with weights_only)")
-    sub.add_argument("--flags", required=True, help="the reference's image_sample.py flags, --training_mode included, "
-                     'e.g. "--training_mode consistency_distillation --sampler onestep --class_cond True ..."')
+    which = sub.add_mutually_exclusive_group(required=True)
+    which.add_argument("--flags", help="the reference's image_sample.py flags, --training_mode included, "
+                       'e.g. "--training_mode consistency_distillation --sampler onestep --class_cond True ..."')
+    which.add_argument("--preset", choices=sorted(CONSISTENCY_PRESETS), help="a published checkpoint's flags, by file stem")
     sub.add_argument("--fp32-attention", action="store_true",
                      help="compute attention in float32 (default: float16 q/k/v as the reference does)")
     sub.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"))

@@ -83,23 +83,43 @@ def edm_pipeline(unet: Any, parsed: ConsistencyFlags, reference_fp16_attention: 
                        reference_fp16_attention=reference_fp16_attention)
 
 
+def as_guided_diffusion_state_dict(reference: dict[str, Any]) -> dict[str, Any]:
+    """The reference's attention convolutions are 2-D (``qkv`` / ``proj_out`` weights ``(C', C, 1, 1)``) where
+    guided-diffusion's are 1-D ``(C', C, 1)``; the same numbers otherwise."""
+    return {key: value.squeeze(-1) if key.endswith((".qkv.weight", ".proj_out.weight")) and value.ndim == 4 else value
+            for key, value in reference.items()}
+
+
+def convert_consistency_unet(reference: dict[str, Any], parsed: ConsistencyFlags, dtype=None):
+    """A reference state dict → :class:`~diffusion_canon.models.ADMUNet2DModel`; ``ValueError`` names every key or
+    shape that does not fit the flags."""
+    return convert_unet(as_guided_diffusion_state_dict(reference), unet_config(parsed.unet_kwargs), legacy_qkv=False,
+                        **({} if dtype is None else {"dtype": dtype}))
+
+
 def convert_consistency_checkpoint(
     checkpoint: str | Path,
     output: str | Path,
-    flags: str,
+    flags: str | None = None,
+    preset: str | None = None,
     dtype: str = "float32",
     reference_fp16_attention: bool = True,
 ) -> Path:
-    """A reference ``.pt`` + its ``image_sample.py`` flags → a pipeline folder (model card included); the saved
-    weights in ``dtype``. ``reference_fp16_attention``: reproduce the reference's float16 attention (its samples
-    exactly) rather than compute it in float32."""
+    """A reference ``.pt`` + its ``image_sample.py`` flags (or a published checkpoint's ``preset`` name) → a
+    pipeline folder (model card included); the saved weights in ``dtype``. ``reference_fp16_attention``: reproduce
+    the reference's float16 attention (its samples exactly) rather than compute it in float32."""
     from ..pipelines.hub import save_pipeline_folder
+    from .consistency_presets import PRESETS
 
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    if (flags is None) == (preset is None):
+        raise ValueError("pass exactly one of --flags or --preset")
+    if preset is not None:
+        check_choice("--preset", preset, sorted(PRESETS))
+        flags = PRESETS[preset]
     parsed = consistency_flags(flags)
-    unet = convert_unet(load_checkpoint(checkpoint), unet_config(parsed.unet_kwargs), legacy_qkv=False,
-                        dtype=DTYPES[dtype])
+    unet = convert_consistency_unet(load_checkpoint(checkpoint), parsed, DTYPES[dtype])
     pipe = edm_pipeline(unet, parsed, reference_fp16_attention)
     mode = parsed.values["training_mode"]
     card = (f"# {Path(checkpoint).stem}\n\nConverted from openai/consistency_models ({mode}) with `diffusion-canon "

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from diffusers.models.attention_processor import Attention
 from torch import nn
 
@@ -26,21 +27,24 @@ class ReferenceFP16AttnProcessor:
             raise ValueError("the reference's float16 attention is self-attention only (no context, no mask)")
         residual = hidden_states
         batch, channels, height, width = hidden_states.shape
-        tokens = attn.group_norm(hidden_states.view(batch, channels, height * width)).transpose(1, 2)
         heads = attn.heads
         head_dim = attn.to_q.out_features // heads
+        # q/k/v as the reference computes them — one 1×1 convolution over the normalised map, its rows [q; k; v] —
+        # so that the float16 rounding below starts from the very same float32 numbers
+        weight = torch.cat([attn.to_q.weight, attn.to_k.weight, attn.to_v.weight])[:, :, None, None]
+        bias = torch.cat([attn.to_q.bias, attn.to_k.bias, attn.to_v.bias])
+        qkv = F.conv2d(attn.group_norm(hidden_states), weight, bias).view(batch, 3, -1, height * width)
 
-        def split(x: torch.Tensor) -> torch.Tensor:  # [N, L, heads·d] → [N·heads, d, L] in float16
-            return x.half().view(batch, -1, heads, head_dim).permute(0, 2, 3, 1).reshape(batch * heads, head_dim, -1)
+        def split(x: torch.Tensor) -> torch.Tensor:  # [N, heads·d, L] → [N·heads, d, L] in float16
+            return x.half().reshape(batch * heads, head_dim, -1)
 
-        q, k, v = split(attn.to_q(tokens)), split(attn.to_k(tokens)), split(attn.to_v(tokens))
+        q, k, v = split(qkv[:, 0]), split(qkv[:, 1]), split(qkv[:, 2])
         scale = 1 / math.sqrt(math.sqrt(head_dim))
-        weight = torch.einsum("bct,bcs->bts", q * scale, k * scale)
-        weight = torch.softmax(weight, dim=-1).type(weight.dtype)
-        out = torch.einsum("bts,bcs->bct", weight, v).float()
-        out = out.reshape(batch, heads * head_dim, -1).transpose(1, 2).to(hidden_states.dtype)
-        out = attn.to_out[1](attn.to_out[0](out))
-        out = out.transpose(1, 2).reshape(batch, channels, height, width)
+        attention = torch.einsum("bct,bcs->bts", q * scale, k * scale)
+        attention = torch.softmax(attention, dim=-1).type(attention.dtype)
+        out = torch.einsum("bts,bcs->bct", attention, v).float().reshape(batch, heads * head_dim, height, width)
+        out = F.conv2d(out.to(hidden_states.dtype), attn.to_out[0].weight[:, :, None, None], attn.to_out[0].bias)
+        out = attn.to_out[1](out)
         return (out + residual if attn.residual_connection else out) / attn.rescale_output_factor
 
 
