@@ -110,7 +110,8 @@ def test_cli_writes_a_folder_that_loads_both_ways(tmp_path):
         pipe.set_progress_bar_config(disable=True)
         images = pipe(class_labels=[0, 5], output_type="np").images
         assert images.shape == (2, 16, 16, 3) and pipe.num_timesteps == 2  # the recorded --ts
-    assert (tmp_path / "folder" / "README.md").is_file()
+    card = (tmp_path / "folder" / "README.md").read_text()
+    assert "consistency_distillation" in card and "--ts 0,2,3" in card and "class_labels=[207, 360]" in card
 
 
 @pytest.mark.parametrize(("flags", "message"), [

@@ -121,9 +121,30 @@ def convert_consistency_checkpoint(
     parsed = consistency_flags(flags)
     unet = convert_consistency_unet(load_checkpoint(checkpoint), parsed, DTYPES[dtype])
     pipe = edm_pipeline(unet, parsed, reference_fp16_attention)
-    mode = parsed.values["training_mode"]
-    card = (f"# {Path(checkpoint).stem}\n\nConverted from openai/consistency_models ({mode}) with `diffusion-canon "
-            f"convert consistency-models`.\n\nFlags: `{flags}`\n\n```python\nfrom diffusers import DiffusionPipeline\n"
-            f"pipe = DiffusionPipeline.from_pretrained(\"{output}\", trust_remote_code=True)\nimages = pipe(class_labels="
-            f"[207, 360]).images\n```\n")
-    return save_pipeline_folder(pipe, output, model_card=card)
+    return save_pipeline_folder(pipe, output, model_card=model_card(pipe, parsed, Path(checkpoint).name, flags, output))
+
+
+def model_card(pipe: Any, parsed: ConsistencyFlags, checkpoint_name: str, flags: str, folder: str | Path) -> str:
+    """The filled ``model_cards/consistency_models.md`` template."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    from ..training.model_card import template_text
+
+    values, config = parsed.values, pipe.scheduler.config
+    denoiser = ("consistency-model boundary condition" if config.boundary_condition else "EDM preconditioning") + (
+        f", σ ∈ [{config.sigma_min}, {config.sigma_max}], σ_data {config.sigma_data}")
+    conditional = parsed.unet_kwargs["num_classes"] is not None
+    card = ModelCard.from_template(
+        ModelCardData(license="mit", library_name="diffusers", pipeline_tag="unconditional-image-generation",
+                      tags=["diffusion-canon", "consistency-models", values["training_mode"]]),
+        template_str=template_text("consistency_models"),
+        title=f"Consistency models: {Path(checkpoint_name).stem}",
+        checkpoint_name=checkpoint_name, training_mode=values["training_mode"],
+        unet_parameters=f"{sum(p.numel() for p in pipe.unet.parameters()):,}", denoiser=denoiser,
+        scheduler=type(pipe.scheduler).__name__, grid_size=values["steps"], default_timesteps=values["ts"],
+        attention=("float16 q/k/v as the reference computes them (`reference_fp16_attention`)"
+                   if pipe.config.reference_fp16_attention else "float32"),
+        flags=flags, folder=str(folder), call_arguments="class_labels=[207, 360], " if conditional else "batch_size=2, ",
+        dataset="ImageNet 64×64" if conditional else "LSUN 256×256",
+    )
+    return str(card)
