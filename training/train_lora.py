@@ -22,7 +22,7 @@ from diffusion_canon.finetune.lora import TEXT_ENCODER_TARGETS, UNET_TARGETS, ad
 from diffusion_canon.finetune.objective import denoising_loss, predict_batch
 from diffusion_canon.finetune.prompt_encoder import PromptEncoder
 from diffusion_canon.finetune.sd_args import add_lora_args, add_sd_args, check_sd_args
-from diffusion_canon.finetune.sd_base import load_base
+from diffusion_canon.finetune.sd_base import load_base, training_modules
 from diffusion_canon.finetune.validation import validation_images
 from diffusion_canon.training import TrainingRun, parse_training_args, training_parser, write_model_card
 
@@ -72,9 +72,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.validation_prompt:  # base.pipeline() shares the modules being trained
         run.validation = lambda: validation_images(base.pipeline, args.validation_prompt, args)
 
-    models = (unet, text_encoder) if args.train_text_encoder else (unet,)
-    for model in models:
-        model.train()  # from_pretrained returns eval mode; dropout (if the base has any) belongs to training
+    models = training_modules(unet, text_encoder, args.train_text_encoder)
     for batch in run.batches(dataloader):
         with run.accumulate(*models):
             model_pred, target, timesteps = predict_batch(batch, base, unet, encode_prompts, args.noise_offset,

@@ -148,3 +148,12 @@ def save_tiny_sd_base(output_dir: str, words: Iterable[str] = TINY_WORDS, sample
     tokenizer = build_word_tokenizer(os.path.join(output_dir, "_vocab"), list(words))
     save_sd_base(tiny_sd_components(tokenizer, sample_size=sample_size, seed=seed), output_dir)
     return output_dir
+
+
+def training_modules(unet: torch.nn.Module, text_encoder: torch.nn.Module, train_text_encoder: bool) -> tuple:
+    """The modules a fine-tuning step trains (the text encoder too with ``train_text_encoder``), in training mode:
+    ``from_pretrained`` returns eval mode, and dropout (if the base has any) belongs to training."""
+    modules = (unet, text_encoder) if train_text_encoder else (unet,)
+    for module in modules:
+        module.train()
+    return modules

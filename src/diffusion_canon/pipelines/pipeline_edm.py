@@ -145,7 +145,7 @@ class EDMPipeline(ClassConditionalMixin, SamplingMixin, FolderPipelineMixin, Dif
         callback_on_step_end: StepCallback | None = None,
         callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
     ) -> ImagePipelineOutput | tuple:
-        r"""Sample images.
+        r"""Sample images with one of the reference's samplers.
 
         Args:
             class_labels, batch_size: as :class:`~diffusion_canon.pipelines.ADMPipeline`.
