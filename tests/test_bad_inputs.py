@@ -17,10 +17,13 @@ import test_unclip_pipeline
 import test_unclip_prior_pipeline
 from test_cascade import cascade
 from test_pipeline_adm import small_pipeline
+from test_edm_pipeline import tiny_unet
 from test_sr_pipeline import low_res_images, sr_pipeline
 
 from diffusion_canon.data.tokenizer import build_glyph_tokenizer
+from diffusion_canon.pipelines import EDMPipeline
 from diffusion_canon.pipelines.pipeline_unclip import UnCLIPPipeline
+from diffusion_canon.schedulers import ConsistencyScheduler, KarrasHeunScheduler
 
 NAN, INF = float("nan"), float("inf")
 # values a careless or hostile caller passes: wrong types, non-finite, negative, zero, huge, empty, wrong lengths
@@ -72,6 +75,10 @@ PIPELINES = {
                dict(prompt=["a red letter A"], num_inference_steps=2, prior_num_inference_steps=2, output_type="pt")),
     "unclip.variations": (unclip_pipeline, dict(image=torch.rand(1, 3, 16, 16), num_inference_steps=2,
                                                 output_type="pt")),
+    "edm": (lambda: EDMPipeline(tiny_unet(), KarrasHeunScheduler(), grid_size=3),
+            dict(class_labels=[0, 1], num_inference_steps=2, output_type="pt")),
+    "consistency": (lambda: EDMPipeline(tiny_unet(), ConsistencyScheduler(boundary_condition=True), grid_size=10),
+                    dict(class_labels=[0, 1], timesteps=[0, 5, 9], output_type="pt")),
 }
 
 
