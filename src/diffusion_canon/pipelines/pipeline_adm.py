@@ -18,7 +18,7 @@ from diffusers.utils import replace_example_docstring
 
 from ..augmentation import truncated_timesteps
 from ..checks import (
-    check_callback, check_choice, check_count, check_flag, check_generator, check_number, check_sampling, check_tensor,
+    check_callback, check_count, check_flag, check_generator, check_number, check_sampling, check_tensor,
 )
 from ..models.adm_classifier import ADMClassifierModel
 from ..models.adm_unet import ADMUNet2DModel
@@ -27,9 +27,8 @@ from ..schedulers.improved_diffusion_base import ImprovedDiffusionScheduler
 from .class_labels import ClassConditionalMixin, ClassLabels  # noqa: F401 (ClassLabels: the stages' type)
 from .hub import FolderPipelineMixin
 from .sampling import (
-    OUTPUT_TYPES, Model, SamplingMixin, StepCallback, classifier_free_guidance, denoise, postprocess,
+    Model, SamplingMixin, StepCallback, check_output_type, classifier_free_guidance, denoise, postprocess,
 )
-
 
 
 @dataclass(frozen=True)
@@ -99,7 +98,7 @@ class ADMSamplingMixin(ClassConditionalMixin, SamplingMixin):
             check_tensor("latents", latents, ndim=4)
         check_callback(callbacks["callback_on_step_end"], callbacks["callback_on_step_end_tensor_inputs"],
                        self._callback_tensor_inputs)
-        check_choice("output_type", output_type, OUTPUT_TYPES)
+        check_output_type(output_type)
         if config.num_classes is not None and labels is None:
             raise ValueError(f"the U-Net is class-conditional ({config.num_classes} classes): pass class_labels")
         if labels is not None and config.num_classes is None and not classifier_guided:

@@ -34,11 +34,11 @@ from ..models.sr_unet import SuperResolutionUNet2DModel
 from ..schedulers import ImprovedDDIMScheduler, ImprovedDDPMScheduler  # noqa: F401 (component loaders, see hub.py)
 from ..schedulers.improved_diffusion_base import ImprovedDiffusionScheduler
 from ..augmentation import gaussian_blur, levels_tensor
-from ..checks import check_augmentation, check_count, check_choice, check_flag, check_number
+from ..checks import check_augmentation, check_count, check_flag, check_number
 from .hub import FolderPipelineMixin
 from .pipeline_adm import ADMPipeline, ClassLabels, StageSampling
 from .pipeline_super_resolution import SuperResolutionPipeline
-from .sampling import OUTPUT_TYPES, SamplingMixin, StepCallback, postprocess
+from .sampling import SamplingMixin, StepCallback, check_output_type, postprocess
 
 MAX_SR_STAGES = 3
 EXAMPLE_DOC_STRING = """
@@ -207,7 +207,7 @@ class CascadedPipeline(SamplingMixin, FolderPipelineMixin, DiffusionPipeline):
         blurs = per_stage(blur_sigma, len(stages), "blur_sigma")
         check_count("batch_size", batch_size)
         check_flag("return_dict", return_dict)
-        check_choice("output_type", output_type, OUTPUT_TYPES)
+        check_output_type(output_type)
         producers = [base, *stages]
         for producer, stage_sampling in zip(producers, sampling):
             stage_sampling.check(producer.scheduler.config.num_train_timesteps)

@@ -22,7 +22,8 @@ from ..schedulers.scheduling_karras import (  # noqa: F401 (component loaders, s
 )
 from .class_labels import ClassConditionalMixin, ClassLabels
 from .hub import FolderPipelineMixin
-from .sampling import OUTPUT_TYPES, SamplingMixin, StepCallback, denoise, postprocess
+from .sampling import SamplingMixin, StepCallback, check_output_type, denoise, postprocess
+
 
 def parse_ts(ts: str) -> list[int]:
     """The reference's ``--ts`` ("0,22,39") as grid indices; ``ValueError`` naming it otherwise."""
@@ -172,7 +173,7 @@ class EDMPipeline(ClassConditionalMixin, SamplingMixin, FolderPipelineMixin, Dif
         """
         check_count("batch_size", batch_size)
         check_flag("return_dict", return_dict)
-        check_choice("output_type", output_type, OUTPUT_TYPES)
+        check_output_type(output_type)
         check_callback(callback_on_step_end, callback_on_step_end_tensor_inputs, self._callback_tensor_inputs)
         for name, value in (("s_churn", s_churn), ("s_tmin", s_tmin), ("s_noise", s_noise)):
             check_number(name, value, minimum=0)

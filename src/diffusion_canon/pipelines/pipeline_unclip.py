@@ -32,12 +32,12 @@ from ..schedulers import ImprovedDDPMScheduler
 from ..schedulers.improved_diffusion_base import ImprovedDiffusionScheduler
 from .hub import FolderPipelineMixin
 from ..checks import (
-    check_callback, check_choice, check_count, check_flag, check_generator, check_number, check_images, check_prompts,
+    check_callback, check_count, check_flag, check_generator, check_number, check_images, check_prompts,
     check_tensor,
 )
 from .pipeline_unclip_prior import UnCLIPPriorPipeline
 from .sampling import (
-    OUTPUT_TYPES, ConditionedModel, SamplingMixin, StepCallback, classifier_free_guidance, denoise, doubled_for,
+    ConditionedModel, SamplingMixin, StepCallback, check_output_type, classifier_free_guidance, denoise, doubled_for,
     postprocess,
 )
 
@@ -198,7 +198,7 @@ class UnCLIPPipeline(SamplingMixin, FolderPipelineMixin, DiffusionPipeline):
         ``image_embeds`` may be any vectors in CLIP's space: the prior's samples, an image's embedding, or a caption's
         text embedding z_t (DALL-E 2 §5.1's "no prior" baseline); ``None`` decodes from the caption alone (the null
         embedding, GLIDE-like; needs ``text_token_encodings``). Returns the images in ``output_type``."""
-        check_choice("output_type", output_type, OUTPUT_TYPES)
+        check_output_type(output_type)
         check_number("guidance_scale", guidance_scale)
         if num_inference_steps is not None:
             check_number("num_inference_steps", num_inference_steps, minimum=1,
@@ -303,7 +303,7 @@ class UnCLIPPipeline(SamplingMixin, FolderPipelineMixin, DiffusionPipeline):
         prompts = check_prompts(prompt)
         check_count("num_images_per_prompt", num_images_per_prompt)
         check_count("num_images_per_prompt × prompts", num_images_per_prompt * len(prompts))
-        check_choice("output_type", output_type, OUTPUT_TYPES)
+        check_output_type(output_type)
         check_flag("condition_on_text", condition_on_text)
         check_flag("return_dict", return_dict)
         check_number("prior_guidance_scale", prior_guidance_scale)
@@ -359,7 +359,7 @@ class UnCLIPPipeline(SamplingMixin, FolderPipelineMixin, DiffusionPipeline):
         images = check_images("image", image)
         num_images_per_prompt = check_count("num_images_per_prompt", num_images_per_prompt)
         check_count("num_images_per_prompt × images", num_images_per_prompt * len(images))
-        check_choice("output_type", output_type, OUTPUT_TYPES)
+        check_output_type(output_type)
         check_flag("return_dict", return_dict)
         self.check_sr_kwargs(super_resolution, super_resolution_kwargs)
         self.check_components()

@@ -24,7 +24,7 @@ from diffusers import DiffusionPipeline
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.image_processor import VaeImageProcessor
 
-from ..checks import checked_step
+from ..checks import check_choice, checked_step
 
 Model = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 ConditionedModel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
@@ -149,6 +149,11 @@ def denoise(
             tensors = {name: latents for name in callback_on_step_end_tensor_inputs}
             latents = callback_on_step_end(pipeline, step, t, tensors).pop("latents", latents)
     return latents
+
+
+def check_output_type(output_type: Any) -> None:
+    """``output_type`` must be one :func:`postprocess` knows."""
+    check_choice("output_type", output_type, OUTPUT_TYPES)
 
 
 def postprocess(samples: torch.Tensor, output_type: str) -> Any:
