@@ -83,6 +83,11 @@ def test_consistency_training_from_scratch(tmp_path):
     pipe = DiffusionPipeline.from_pretrained(out, trust_remote_code=True)
     pipe.set_progress_bar_config(disable=True)
     assert pipe(class_labels=["B"], output_type="np").images.shape == (1, 8, 8, 3)
+    reset_accelerate_state()  # iCT's options together
+    train_consistency.main([*DATA, *NETWORK, "--training_mode", "consistency_training", "--max_train_steps", "2",
+                            "--scale_mode", "ict", "--end_scales", "24", "--index_distribution", "lognormal",
+                            "--loss_norm", "pseudo-huber", "--weight_schedule", "ict", "--output_dir", str(tmp_path / "ict")])
+    assert (tmp_path / "ict" / "model_index.json").is_file()
 
 
 @pytest.mark.parametrize(("extra", "message"), [

@@ -4,8 +4,10 @@ Each step draws a level n of an N(k)-point Karras grid and data x₀, noises x�
 σ_{n+1} — a Heun step of the teacher's denoiser (``--training_mode consistency_distillation``) or an Euler step with
 x₀ as the denoiser (``consistency_training``) — and pulls f_θ(x_{σ_n}, σ_n) towards f_θ⁻(x̂_{σ_{n+1}}, σ_{n+1}) of the
 target network θ⁻, an EMA of θ at rate μ(k); N(k) and μ(k) follow ``--scale_mode`` / ``--target_ema_mode``
-(:mod:`diffusion_canon.training.consistency_schedules`), the distance ``--loss_norm`` (l2, l1, l2-32; LPIPS needs
-pretrained weights that cannot be had offline), the weighting ``--weight_schedule``. The losses equal the
+(:mod:`diffusion_canon.training.consistency_schedules`), the distance ``--loss_norm`` (l2, l1, l2-32, iCT's
+pseudo-Huber; LPIPS needs pretrained weights that cannot be had offline), the weighting ``--weight_schedule``; iCT's
+improvements are options (``--scale_mode ict``, ``--index_distribution lognormal``, ``--loss_norm pseudo-huber``,
+``--weight_schedule ict``). The losses equal the
 reference's ``consistency_losses`` (openai/consistency_models). The student has the boundary-condition
 preconditioning, so f_θ(x, σ_min) = x.
 
@@ -40,8 +42,8 @@ from diffusion_canon.schedulers.scheduling_karras import vp_config
 from diffusion_canon.training import TrainingRun, image_grid, parse_training_args, training_parser, write_model_card
 from diffusion_canon.training.adm_args import add_adm_network_args, check_network_args, network_kwargs
 from diffusion_canon.training.arguments import COUNT, real
-from diffusion_canon.training.consistency_schedules import EMA_MODES, SCALE_MODES, consistency_schedule
-from diffusion_canon.training.karras_losses import LOSS_NORMS, WEIGHT_SCHEDULES, consistency_loss
+from diffusion_canon.training.consistency_schedules import EMA_MODES, consistency_schedule
+from diffusion_canon.training.karras_losses import INDEX_DISTRIBUTIONS, LOSS_NORMS, WEIGHT_SCHEDULES, consistency_loss
 from diffusion_canon.training.labeled_image_args import add_labeled_image_args, labeled_image_options
 
 
@@ -54,12 +56,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                        choices=("consistency_distillation", "consistency_training"))
     group.add_argument("--teacher_model_path", help="An ADMPipeline or EDMPipeline folder (needed for distillation).")
     group.add_argument("--target_ema_mode", default="fixed", choices=EMA_MODES)
-    group.add_argument("--scale_mode", default="fixed", choices=SCALE_MODES[:2])
+    group.add_argument("--scale_mode", default="fixed", choices=("fixed", "progressive", "ict"),
+                       help="N(k): fixed, the reference's progressive, or iCT's doubling curriculum.")
     group.add_argument("--start_ema", type=real(0.0, 1.0), default=0.95, help="μ₀ of the target network's EMA.")
     group.add_argument("--start_scales", type=COUNT, default=40, help="N at the start (the grid size).")
     group.add_argument("--end_scales", type=COUNT, default=40, help="N at the end (progressive scale_mode).")
     group.add_argument("--loss_norm", default="l2", choices=LOSS_NORMS)
-    group.add_argument("--weight_schedule", default="uniform", choices=WEIGHT_SCHEDULES)
+    group.add_argument("--weight_schedule", default="uniform", choices=(*WEIGHT_SCHEDULES, "ict"),
+                       help="λ(σ): the reference's weightings, or iCT's 1/(σ_n − σ_{n+1}).")
+    group.add_argument("--index_distribution", default="uniform", choices=INDEX_DISTRIBUTIONS,
+                       help="How the grid level is drawn: uniform (the reference) or iCT's discretised lognormal.")
     group.add_argument("--sigma_min", type=real(1e-6, 1e6), help="σ_min of the student (default: the teacher's, or 0.002).")
     group.add_argument("--sigma_max", type=real(1e-6, 1e6), help="σ_max of the student (default: the teacher's, or 80).")
     group.add_argument("--grid_size", type=COUNT, default=40,
@@ -147,7 +153,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 lambda x, t: unet(x, t, y).sample.float(), lambda x, t: target.network(x, t, y).sample.float(),
                 denoiser, x_start, num_scales,
                 None if teacher is None else (lambda x, t: teacher[0](x, t, y), teacher[1]),
-                args.weight_schedule, args.loss_norm)
+                args.weight_schedule, args.loss_norm, index_distribution=args.index_distribution)
             run.backward(terms["loss"].mean())
             if run.accelerator.sync_gradients:
                 target.update(model, target_ema)

@@ -6,7 +6,9 @@ the loss discretises the ODE into, and the target network's EMA rate μ(k).
   growing from s₀ to s₁ over K steps;
 * ``"fixed"`` μ: μ(k) = start_ema; ``"adaptive"`` (with progressive N): μ(k) = exp(s₀·log μ₀ / (N(k) − 1));
 * ``"progdist"``: N halves every ``distill_steps_per_iter`` steps from ``start_scales`` down to 2, then 1 for good
-  after twice as long; μ = 1 (the student starts as the teacher's copy each round)."""
+  after twice as long; μ = 1 (the student starts as the teacher's copy each round);
+* ``"ict"`` (Song & Dhariwal 2023, §3.4): N(k) = min(s₀·2^⌊k/K′⌋, s₁) + 1 with K′ = ⌊K / (log₂⌊s₁/s₀⌋ + 1)⌋, and
+  μ = 0 (iCT drops the target EMA: θ⁻ = θ, without gradient)."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import math
 import numpy as np
 
 EMA_MODES = ("fixed", "adaptive")
-SCALE_MODES = ("fixed", "progressive", "progdist")
+SCALE_MODES = ("fixed", "progressive", "progdist", "ict")
 
 
 def consistency_schedule(step: int, target_ema_mode: str, start_ema: float, scale_mode: str, start_scales: int,
@@ -23,11 +25,14 @@ def consistency_schedule(step: int, target_ema_mode: str, start_ema: float, scal
     """(μ(k), N(k)) at training step ``step`` (see the module docstring); ``ValueError`` for a combination the
     reference does not define (adaptive μ needs progressive N; progdist keeps μ fixed)."""
     if (target_ema_mode, scale_mode) not in {("fixed", "fixed"), ("fixed", "progressive"),
-                                             ("adaptive", "progressive"), ("fixed", "progdist")}:
+                                             ("adaptive", "progressive"), ("fixed", "progdist"), ("fixed", "ict")}:
         raise ValueError(f"target_ema_mode={target_ema_mode!r} with scale_mode={scale_mode!r} is not a schedule; "
-                         "allowed: fixed/fixed, fixed/progressive, adaptive/progressive, fixed/progdist")
+                         "allowed: fixed/fixed, fixed/progressive, adaptive/progressive, fixed/progdist, fixed/ict")
     if scale_mode == "fixed":
         return float(start_ema), int(start_scales)
+    if scale_mode == "ict":
+        stage_length = total_steps // (math.floor(math.log2(end_scales // start_scales)) + 1)
+        return 0.0, min(start_scales * 2 ** (step // max(stage_length, 1)), end_scales) + 1
     if scale_mode == "progressive":
         grown = math.ceil(math.sqrt(step / total_steps * ((end_scales + 1) ** 2 - start_scales**2) + start_scales**2)
                           - 1)

@@ -32,7 +32,8 @@ from ..schedulers.scheduling_karras import KarrasDiffusionScheduler, as_batch
 
 Network = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 WEIGHT_SCHEDULES = ("snr", "snr+1", "karras", "truncated-snr", "uniform")
-LOSS_NORMS = ("l2", "l1", "l2-32")
+LOSS_NORMS = ("l2", "l1", "l2-32", "pseudo-huber")
+INDEX_DISTRIBUTIONS = ("uniform", "lognormal")
 
 
 def loss_weights(weight_schedule: str, sigmas: torch.Tensor, sigma_data: float) -> torch.Tensor:
@@ -49,10 +50,14 @@ def mean_flat(x: torch.Tensor) -> torch.Tensor:
 
 
 def distance(a: torch.Tensor, b: torch.Tensor, loss_norm: str) -> torch.Tensor:
-    """Per-sample d(a, b) ``[N]``."""
+    """Per-sample d(a, b) ``[N]``; "pseudo-huber" is iCT's √(‖a − b‖² + c²) − c with c = 0.00054·√(C·H·W) (Song &
+    Dhariwal 2023, §3.3)."""
     check_choice("loss_norm", loss_norm, LOSS_NORMS)
     if loss_norm == "l1":
         return mean_flat(torch.abs(a - b))
+    if loss_norm == "pseudo-huber":
+        c = 0.00054 * a[0].numel() ** 0.5
+        return torch.sqrt(((a - b) ** 2).flatten(1).sum(dim=1) + c**2) - c
     if loss_norm == "l2-32":
         a, b = (F.interpolate(x, size=32, mode="bilinear") for x in (a, b))
     return mean_flat((a - b) ** 2)
@@ -89,13 +94,21 @@ def consistency_loss(
     weight_schedule: str = "uniform",
     loss_norm: str = "l2",
     generator: torch.Generator | None = None,
+    index_distribution: str = "uniform",
 ) -> dict[str, torch.Tensor]:
     """Consistency distillation (``teacher`` = (network, its denoiser): a Heun step of the teacher's ODE) or
     consistency training (no teacher: an Euler step with x₀ as the denoiser), N = ``num_scales`` grid points.
-    Returns ``loss`` ``[B]`` = λ(σ_n)·d(f_θ, f_θ⁻) and the drawn grid ``indices``."""
+    Returns ``loss`` ``[B]`` = λ(σ_n)·d(f_θ, f_θ⁻) and the drawn grid ``indices``. iCT's improvements (Song &
+    Dhariwal 2023) as options: ``index_distribution="lognormal"``, ``loss_norm="pseudo-huber"``,
+    ``weight_schedule="ict"`` (λ = 1/(σ_n − σ_{n+1}))."""
     check_number("num_scales", num_scales, minimum=2, integer=True)
+    check_choice("index_distribution", index_distribution, INDEX_DISTRIBUTIONS)
     noise = torch.randn(x_start.shape, generator=generator, device=x_start.device)
-    indices = torch.randint(0, num_scales - 1, (x_start.shape[0],), generator=generator, device=x_start.device)
+    if index_distribution == "uniform":
+        indices = torch.randint(0, num_scales - 1, (x_start.shape[0],), generator=generator, device=x_start.device)
+    else:
+        probabilities = lognormal_index_probabilities(denoiser, num_scales).to(x_start.device)
+        indices = torch.multinomial(probabilities, x_start.shape[0], replacement=True, generator=generator)
     sigma = denoiser.level(indices / (num_scales - 1))
     next_sigma = denoiser.level((indices + 1) / (num_scales - 1))
     x_t = x_start + noise * as_batch(sigma, x_start)
@@ -110,8 +123,25 @@ def consistency_loss(
                               heun=True)
         torch.set_rng_state(dropout_state)
         target = denoiser.denoise(target_network, x_next, next_sigma)
-    weights = loss_weights(weight_schedule, sigma, denoiser.config.sigma_data)
+    if weight_schedule == "ict":  # iCT: λ(σ_n) = 1 / (σ_n − σ_{n+1}), the step the target is taken over
+        weights = 1 / (sigma - next_sigma)
+    else:
+        weights = loss_weights(weight_schedule, sigma, denoiser.config.sigma_data)
     return {"loss": distance(online, target.detach(), loss_norm) * weights, "indices": indices}
+
+
+def lognormal_index_probabilities(denoiser: KarrasDiffusionScheduler, num_scales: int, p_mean: float = -1.1,
+                                  p_std: float = 2.0) -> torch.Tensor:
+    """iCT's discretised lognormal over the N − 1 grid intervals (Song & Dhariwal 2023, §3.5): the interval from
+    σ_n down to σ_{n+1} is drawn with probability ∝ erf((log σ_n − P_mean)/(√2 P_std)) − erf((log σ_{n+1} − P_mean)/
+    (√2 P_std)) (float64)."""
+    positions = torch.arange(num_scales, dtype=torch.float64) / (num_scales - 1)
+    config = denoiser.config
+    max_inv_rho, min_inv_rho = config.sigma_max ** (1 / config.rho), config.sigma_min ** (1 / config.rho)
+    log_sigmas = ((max_inv_rho + positions * (min_inv_rho - max_inv_rho)) ** config.rho).log()
+    cdf = torch.erf((log_sigmas - p_mean) / (2**0.5 * p_std))
+    mass = cdf[:-1] - cdf[1:]
+    return mass / mass.sum()
 
 
 def progressive_distillation_loss(
