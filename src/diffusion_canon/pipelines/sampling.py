@@ -5,7 +5,7 @@
 * A **conditioned model** takes a third argument ``keep`` (``[N]`` bool, or ``None`` for "every row conditioned"):
   rows whose ``keep`` is False see the model's null condition (a null class, a null embedding, null text tokens).
   :func:`classifier_free_guidance` turns one into a model.
-* :func:`denoise` is the one loop: per timestep, the scheduler's ``begin_step`` (if it has one: Karras' churn), one
+* :func:`denoise` is the one loop: per timestep, the scheduler's ``begin_step`` (Karras' churn; the identity elsewhere), one
   model call on ``scheduler.scale_model_input`` at ``scheduler.model_timestep``, one ``scheduler.step``; the
   diffusers callback and interrupt conventions, and the pipeline's progress bar.
 * :func:`postprocess` turns samples in [−1, 1] into the requested ``output_type``, by diffusers' image processor.
@@ -133,12 +133,10 @@ def denoise(
         timesteps = timesteps[:-1]
     pipeline._num_timesteps = len(timesteps)
     batch = latents.shape[0]
-    begin_step = getattr(scheduler, "begin_step", None)  # stochastic samplers that perturb x before evaluating
     for step, t in enumerate(pipeline.progress_bar(timesteps)):
         if pipeline.interrupt:
             continue
-        if begin_step is not None:
-            latents = begin_step(latents, t, generator)
+        latents = scheduler.begin_step(latents, t, generator)  # Karras' churn; the identity for the others
         model_timestep = scheduler.model_timestep(t).to(latents.device).expand(batch)
         output = model(scheduler.scale_model_input(latents, t), model_timestep)
         kwargs = dict(step_kwargs or {})

@@ -203,16 +203,19 @@ class ImprovedDiffusionScheduler(SchedulerMixin, ConfigMixin):
             )
         return index
 
-    def check_step(self, model_output: Any, sample: Any, generator: Any, guidance_gradient: Any,
-                   return_dict: Any) -> None:
-        """The arguments of ``step`` (types and shapes; finiteness is checked on the result, one reduction)."""
+    def check_step(self, model_output: Any, sample: Any, generator: Any, return_dict: Any,
+                   **like_sample: Any) -> None:
+        """The arguments of ``step`` (types and shapes; finiteness is checked on the result, one reduction);
+        ``like_sample``: optional tensors by name that must have ``sample``'s shape."""
         check_tensor_type("model_output", model_output)
         check_tensor_type("sample", sample)
-        if guidance_gradient is not None:
-            check_tensor_type("guidance_gradient", guidance_gradient)
-            if guidance_gradient.shape != sample.shape:
-                raise ValueError(f"guidance_gradient has shape {tuple(guidance_gradient.shape)}, sample "
-                                 f"{tuple(sample.shape)}: they must match")
+        for name, tensor in like_sample.items():
+            if tensor is None:
+                continue
+            check_tensor_type(name, tensor)
+            if tensor.shape != sample.shape:
+                raise ValueError(f"{name} has shape {tuple(tensor.shape)}, sample {tuple(sample.shape)}: they must "
+                                 "match")
         if sample.ndim < 2 or model_output.shape[0] != sample.shape[0] or model_output.shape[2:] != sample.shape[2:]:
             raise ValueError(f"model_output {tuple(model_output.shape)} and sample {tuple(sample.shape)} must share "
                              "the batch and spatial sizes")
@@ -240,6 +243,11 @@ class ImprovedDiffusionScheduler(SchedulerMixin, ConfigMixin):
         if isinstance(timestep, torch.Tensor):
             return torch.tensor(previous, device=timestep.device)
         return previous
+
+    def begin_step(self, sample: torch.Tensor, timestep: IndexLike, generator: Any = None) -> torch.Tensor:
+        """The sample the network is evaluated at (the sampling loop's hook for samplers that perturb x first):
+        unchanged here."""
+        return sample
 
     def scale_model_input(self, sample: torch.Tensor, timestep: IndexLike | None = None) -> torch.Tensor:
         """Identity (diffusers pipeline interface): these schedulers need no input scaling."""

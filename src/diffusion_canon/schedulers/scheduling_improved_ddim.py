@@ -55,11 +55,9 @@ class ImprovedDDIMScheduler(ImprovedDiffusionScheduler):
         check_flag("use_clipped_model_output", use_clipped_model_output)
         if variance_noise is not None:
             check_tensor("variance_noise", variance_noise)
-            if variance_noise.shape != sample.shape:
-                raise ValueError(f"variance_noise has shape {tuple(variance_noise.shape)}, sample "
-                                 f"{tuple(sample.shape)}: they must match")
         schedule = self.schedule
-        self.check_step(model_output, sample, generator, guidance_gradient, return_dict)
+        self.check_step(model_output, sample, generator, return_dict, guidance_gradient=guidance_gradient,
+                        variance_noise=variance_noise)
         index = self.index_for_timestep(timestep)
         pred_start = self._distribution(model_output, sample, index).pred_original_sample
         alpha_bar = schedule.extract("alphas_cumprod", index, sample)

@@ -42,7 +42,7 @@ class ImprovedDDPMScheduler(ImprovedDiffusionScheduler):
         Returns:
             ``DDPMSchedulerOutput(prev_sample, pred_original_sample)`` (or the tuple), in ``sample``'s dtype.
         """
-        self.check_step(model_output, sample, generator, guidance_gradient, return_dict)
+        self.check_step(model_output, sample, generator, return_dict, guidance_gradient=guidance_gradient)
         index = self.index_for_timestep(timestep)
         dist = self._distribution(model_output, sample, index)
         mean = dist.mean
