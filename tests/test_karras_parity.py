@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 from diffusion_canon.pipelines.sampling import denoise
 from diffusion_canon.schedulers.scheduling_karras import (
-    ConsistencyScheduler, KarrasEulerScheduler, KarrasHeunScheduler, karras_sigmas,
+    ConsistencyScheduler, KarrasEulerScheduler, KarrasHeunScheduler, ProgressiveDistillationScheduler, karras_sigmas,
 )
 from parity import assert_parity
 
@@ -22,7 +22,7 @@ FIXTURES = Path(__file__).parent / "fixtures" / "consistency_models"
 CASES = json.loads((FIXTURES / "cases.json").read_text())
 TENSORS = load_file(FIXTURES / "reference.safetensors")
 SCHEDULERS = {"heun": KarrasHeunScheduler, "euler": KarrasEulerScheduler, "onestep": ConsistencyScheduler,
-              "multistep": ConsistencyScheduler}
+              "multistep": ConsistencyScheduler, "progdist": ProgressiveDistillationScheduler}
 SAMPLING = [name for name, case in CASES["sampling"].items()
             if case["karras_sample_kwargs"]["sampler"] in SCHEDULERS and case["generator"] == "dummy"]
 # In float32 spacings of the largest reference value (tests/parity.py). On the AVX2 / AVX-512 kernel paths (1 and 2
@@ -64,7 +64,7 @@ def scheduler_for(case: dict, **config):
         s_tmax = float(kwargs["s_tmax"]) if kwargs["s_tmax"] != "inf" else float("inf")
         scheduler.set_timesteps(case["steps"], s_churn=kwargs["s_churn"], s_tmin=kwargs["s_tmin"], s_tmax=s_tmax,
                                 s_noise=kwargs["s_noise"])
-    elif kwargs["sampler"] == "euler":
+    elif kwargs["sampler"] in ("euler", "progdist"):
         scheduler.set_timesteps(case["steps"])
     elif kwargs["sampler"] == "onestep":
         scheduler.set_timesteps(timesteps=[0], grid_size=case["steps"])

@@ -52,7 +52,24 @@ def test_vp_teachers_sigma_range_and_bad_configs():
     alpha = ddpm.alphas_cumprod.double()
     assert karras.config.sigma_min == pytest.approx(float(((1 - alpha[0]) / alpha[0]) ** 0.5))
     assert karras.config.sigma_max == pytest.approx(float(((1 - alpha[-1]) / alpha[-1]) ** 0.5))
-    with pytest.raises(ValueError, match="boundary"):
-        KarrasEulerScheduler(**vp_config(ddpm), boundary_condition=True)
     with pytest.raises(ValueError, match="prediction_type"):
         vp_config(ImprovedDDPMScheduler(prediction_type="sample"))
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+@torch.no_grad()
+def test_vp_consistency_model_is_the_boundary_mix_of_the_vp_denoiser(prediction_type):
+    """f(x; σ) = b(σ)·x + (1 − b(σ))·D_VP(x; σ), b = σ_d²/((σ − σ_min)² + σ_d²): exactly x at σ_min. The two sides
+    round differently (one product against two): float32 spacing of values up to ~80·|F| + |x|, 1e-5 covers it."""
+    unet, ddpm, vp = network_and_schedulers(prediction_type)
+    network = lambda x, t: unet(x, t).sample  # noqa: E731
+    consistency = KarrasEulerScheduler(**{**vp_config(ddpm), "boundary_condition": True})
+    x = torch.randn(3, 3, 8, 8, generator=torch.Generator().manual_seed(2))
+    sigma_min = consistency.config.sigma_min
+    for sigma in (sigma_min, 0.3, 2.0, 80.0):
+        sigmas = torch.full((3,), sigma)
+        d_vp = vp.denoise(network, x, sigmas)
+        b = 0.25 / ((sigma - sigma_min) ** 2 + 0.25)
+        torch.testing.assert_close(consistency.denoise(network, x, sigmas), b * x + (1 - b) * d_vp,
+                                   rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(consistency.denoise(network, x, torch.full((3,), sigma_min)), x, rtol=0, atol=0)

@@ -38,6 +38,7 @@ from diffusion_canon.training.adm_args import (
 from diffusion_canon.training.labeled_image_args import add_labeled_image_args, labeled_image_options
 from diffusion_canon.training.losses import training_losses
 from diffusion_canon.training.timestep_samplers import LossAwareSampler, checkpointed_schedule_sampler
+from diffusion_canon.training.validation import class_validation_samples
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -120,19 +121,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     run.end()
 
 
-@torch.no_grad()
 def sample_grid(unet: ADMUNet2DModel, scheduler: ImprovedDDPMScheduler, num_classes: int | None,
                 args: argparse.Namespace) -> list:
     """``--num_validation_images`` samples (classes 0, 1, … in turn) at ``--num_inference_steps`` respaced steps."""
-    was_training = unet.training
-    pipe = ADMPipeline(unet=unet.eval(), scheduler=scheduler)
-    pipe.set_progress_bar_config(disable=True)
-    count = args.num_validation_images
-    labels = None if num_classes is None else [i % num_classes for i in range(count)]
-    images = pipe(labels, batch_size=count, num_inference_steps=args.num_inference_steps,
-                  generator=torch.Generator().manual_seed(args.seed or 0)).images
-    unet.train(was_training)
-    return images
+    return class_validation_samples(ADMPipeline(unet=unet, scheduler=scheduler), args.num_validation_images,
+                                    args.seed, num_inference_steps=args.num_inference_steps)
 
 
 def data_description(args: argparse.Namespace, size: int) -> str:

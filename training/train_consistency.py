@@ -15,7 +15,10 @@ preconditioning, so f_θ(x, σ_min) = x.
         --output_dir out/cd-glyphs --characters 0123456789 --colors black --backgrounds white --max_train_steps 2000
 
 Teacher: an ``ADMPipeline`` folder (a VP model, wrapped as a denoiser on σ = √((1 − ᾱ)/ᾱ)) or an ``EDMPipeline``
-folder; the student starts as a copy of its U-Net (as the reference initialises it), on the teacher's σ range.
+folder; the student starts as a copy of its U-Net (as the reference initialises it), on the teacher's σ range. A
+VP teacher's student keeps the teacher's network inputs and mixes its x̂₀ with x by the boundary condition
+(``--student_preconditioning teacher``, :mod:`~diffusion_canon.schedulers.scheduling_karras`), so it starts as the
+teacher, as the reference's EDM students do; ``edm`` gives it the EDM preconditioning instead.
 Consistency training needs no teacher but takes one's U-Net as the starting point when given, else builds one from
 the network flags. Resume is exact: the target network is part of every checkpoint. Output: an ``EDMPipeline``
 folder (one step by default; ``timesteps`` for multistep sampling) and its model card.
@@ -25,26 +28,24 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 
 from diffusion_canon.data.image_transform import ImageTransform
 from diffusion_canon.data.labeled_images import LabeledImages, class_labels, load_labeled_images
 from diffusion_canon.models import ADMUNet2DModel
-from diffusion_canon.pipelines import ADMPipeline, EDMPipeline, save_pipeline_folder
-from diffusion_canon.pipelines.hub import load_pipeline_folder
-from diffusion_canon.schedulers import ConsistencyScheduler, KarrasDiffusionScheduler
-from diffusion_canon.schedulers.scheduling_karras import vp_config
+from diffusion_canon.pipelines import EDMPipeline, save_pipeline_folder
+from diffusion_canon.schedulers import ConsistencyScheduler
 from diffusion_canon.training import TrainingRun, image_grid, parse_training_args, training_parser, write_model_card
 from diffusion_canon.training.adm_args import add_adm_network_args, check_network_args, network_kwargs
 from diffusion_canon.training.arguments import COUNT, real
 from diffusion_canon.training.consistency_schedules import EMA_MODES, consistency_schedule
 from diffusion_canon.training.karras_losses import INDEX_DISTRIBUTIONS, LOSS_NORMS, WEIGHT_SCHEDULES, consistency_loss
 from diffusion_canon.training.labeled_image_args import add_labeled_image_args, labeled_image_options
+from diffusion_canon.training.teachers import load_teacher
+from diffusion_canon.training.validation import class_validation_samples
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -68,6 +69,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                        help="How the grid level is drawn: uniform (the reference) or iCT's discretised lognormal.")
     group.add_argument("--sigma_min", type=real(1e-6, 1e6), help="σ_min of the student (default: the teacher's, or 0.002).")
     group.add_argument("--sigma_max", type=real(1e-6, 1e6), help="σ_max of the student (default: the teacher's, or 80).")
+    group.add_argument("--student_preconditioning", default="teacher", choices=("teacher", "edm"),
+                       help="A VP teacher's student: 'teacher' keeps its network's inputs and x̂₀, mixed with x by "
+                            "the boundary condition (the student starts as the teacher); 'edm': the reference's EDM "
+                            "boundary-condition preconditioning. An EDM teacher's student has the EDM one either way.")
     group.add_argument("--grid_size", type=COUNT, default=40,
                        help="The saved folder's grid (the reference's --steps) for multistep sampling.")
     args = parse_training_args(parser, argv)
@@ -78,20 +83,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if not args.teacher_model_path:  # else the network is the teacher's
         check_network_args(parser, args)
     return args
-
-
-def load_teacher(path: str) -> tuple[ADMUNet2DModel, KarrasDiffusionScheduler]:
-    """The teacher's U-Net and its denoiser: an EDM folder's own scheduler, or a VP folder's as a Karras denoiser."""
-    index = Path(path) / "model_index.json"
-    kind = json.loads(index.read_text()).get("_class_name") if index.is_file() else None
-    kind = kind[-1] if isinstance(kind, list) else kind
-    if kind == "EDMPipeline":
-        pipe = load_pipeline_folder(EDMPipeline, path)
-        return pipe.unet, KarrasDiffusionScheduler.from_config(pipe.scheduler.config)
-    if kind == "ADMPipeline":
-        pipe = load_pipeline_folder(ADMPipeline, path)
-        return pipe.unet, KarrasDiffusionScheduler(**vp_config(pipe.scheduler))
-    raise ValueError(f"--teacher_model_path {path!r} must be an ADMPipeline or EDMPipeline folder, found {kind!r}")
 
 
 class TargetNetwork(torch.nn.Module):
@@ -114,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     images = LabeledImages(dataset, args.image_column, labels, ImageTransform(args.resolution, True, args.random_flip))
     run = TrainingRun(args, "consistency")
 
-    teacher = None
+    teacher, preconditioning = None, {}
     if args.teacher_model_path:
         teacher_unet, teacher_denoiser = load_teacher(args.teacher_model_path)
         if teacher_unet.config.num_classes not in (None, len(names)):
@@ -123,6 +114,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         teacher_unet = teacher_unet.to(run.device, torch.float32).eval().requires_grad_(False)
         unet = copy.deepcopy(teacher_unet).requires_grad_(True)
         sigma_range = teacher_denoiser.config.sigma_min, teacher_denoiser.config.sigma_max
+        vp = teacher_denoiser.config.vp_alphas_cumprod is not None
+        if vp and args.student_preconditioning == "teacher":  # the VP network's inputs and x̂₀ (see the docstring)
+            preconditioning = {key: teacher_denoiser.config[key] for key in ("vp_alphas_cumprod", "vp_prediction_type")}
         if args.training_mode == "consistency_distillation":
             teacher = (lambda x, t, y=None: teacher_unet(x, t, y).sample.float(), teacher_denoiser)
     else:
@@ -130,7 +124,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         sigma_range = 0.002, 80.0
     sigma_min = args.sigma_min if args.sigma_min is not None else sigma_range[0]
     sigma_max = args.sigma_max if args.sigma_max is not None else sigma_range[1]
-    denoiser = ConsistencyScheduler(sigma_min=sigma_min, sigma_max=sigma_max, boundary_condition=True)
+    denoiser = ConsistencyScheduler(sigma_min=sigma_min, sigma_max=sigma_max, boundary_condition=True,
+                                    **preconditioning)
     target = TargetNetwork(unet).to(run.device)
     run.accelerator.register_for_checkpointing(target)
 
@@ -175,14 +170,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     run.end()
 
 
-@torch.no_grad()
 def sample_grid(unet: ADMUNet2DModel, denoiser: ConsistencyScheduler, args: argparse.Namespace) -> list:
     """``--num_validation_images`` one-step samples (classes 0, 1, … in turn)."""
     pipe = EDMPipeline(unet, denoiser, grid_size=args.grid_size)
-    pipe.set_progress_bar_config(disable=True)
-    count = args.num_validation_images
-    labels = [k % unet.config.num_classes for k in range(count)] if unet.config.num_classes else None
-    return pipe(class_labels=labels, batch_size=count, generator=torch.Generator().manual_seed(args.seed or 0)).images
+    return class_validation_samples(pipe, args.num_validation_images, args.seed)
 
 
 if __name__ == "__main__":

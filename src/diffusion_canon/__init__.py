@@ -41,6 +41,7 @@ _EXPORTS: dict[str, str] = {
     "EDMPipeline": ".pipelines",
     "KarrasHeunScheduler": ".schedulers",
     "KarrasEulerScheduler": ".schedulers",
+    "ProgressiveDistillationScheduler": ".schedulers",
     "ConsistencyScheduler": ".schedulers",
     "save_pipeline_folder": ".pipelines",
     "convert_adm_checkpoint": ".convert",

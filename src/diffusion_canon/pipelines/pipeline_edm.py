@@ -1,5 +1,7 @@
 """Sampling an EDM (Karras et al. 2022) denoiser or a consistency model (Song et al. 2023) with the reference's
-samplers: openai/consistency_models' ``karras_sample`` (heun, euler, onestep, multistep), on the one sampling core.
+samplers: openai/consistency_models' ``karras_sample`` (heun, euler, onestep, multistep, progdist), on the one sampling
+core; a progressively distilled student (Salimans & Ho 2022) is sampled with progdist at the step count it was
+distilled for.
 
 RNG contract: with one ``torch.Generator``, x_T = σ_max·randn is drawn first, then each step's noise (Heun: one draw
 at the start of every step, used where it churns; multistep: one after every evaluation but the last), each of the
@@ -19,6 +21,7 @@ from ..models.adm_unet import ADMUNet2DModel
 from ..models.reference_fp16_attention import use_reference_fp16_attention
 from ..schedulers.scheduling_karras import (  # noqa: F401 (component loaders, see hub.py)
     SAMPLERS, ConsistencyScheduler, KarrasDiffusionScheduler, KarrasEulerScheduler, KarrasHeunScheduler,
+    ProgressiveDistillationScheduler,
 )
 from .class_labels import ClassConditionalMixin, ClassLabels
 from .hub import FolderPipelineMixin
@@ -33,8 +36,19 @@ def parse_ts(ts: str) -> list[int]:
         raise ValueError(f"timesteps {ts!r} must be comma-separated grid indices such as '0,22,39'") from None
 
 
+def check_multistep_timesteps(value) -> None:
+    """``{"n": "--ts of n steps"}``: each value n + 1 comma-separated indices; ``ValueError`` naming the entry."""
+    if not isinstance(value, dict):
+        raise TypeError(f"multistep_timesteps must be a dict such as {{'2': '0,22,39'}}, got {value!r}")
+    for steps, ts in value.items():
+        if not (isinstance(steps, str) and steps.isdigit() and len(parse_ts(ts)) == int(steps) + 1):
+            raise ValueError(f"multistep_timesteps[{steps!r}] = {ts!r} must list {steps} + 1 grid indices")
+
+
 SCHEDULERS = {"heun": KarrasHeunScheduler, "euler": KarrasEulerScheduler, "onestep": ConsistencyScheduler,
-              "multistep": ConsistencyScheduler}
+              "multistep": ConsistencyScheduler, "progdist": ProgressiveDistillationScheduler}
+DEFAULT_SAMPLERS = {KarrasHeunScheduler: "heun", KarrasEulerScheduler: "euler",
+                    ProgressiveDistillationScheduler: "progdist"}
 
 EXAMPLE_DOC_STRING = """
     Examples:
@@ -64,20 +78,31 @@ class EDMPipeline(ClassConditionalMixin, SamplingMixin, FolderPipelineMixin, Dif
             onestep). A string, as the reference writes it (model_index.json reads two-element lists as components).
         reference_fp16_attention: attention in float16 as the reference computes it (its ``QKVAttentionLegacy``);
             False: float32.
+        distilled_steps: a progressively distilled student's N: progdist sampling takes exactly N steps (the
+            levels it was distilled on); ``None``: any.
+        multistep_timesteps: the ``--ts`` to use for ``num_inference_steps=n`` when a call gives none, as
+            ``{"2": "0,22,39", …}`` (found by search: ``training/search_consistency_timesteps.py``); other n spread
+            their indices evenly over the grid.
     """
 
     model_cpu_offload_seq = "unet"
 
     def __init__(self, unet: ADMUNet2DModel, scheduler: KarrasDiffusionScheduler, grid_size: int = 40,
-                 default_timesteps: str | None = None, reference_fp16_attention: bool = False):
+                 default_timesteps: str | None = None, reference_fp16_attention: bool = False,
+                 distilled_steps: int | None = None, multistep_timesteps: dict[str, str] | None = None):
         super().__init__()
         check_number("grid_size", grid_size, minimum=1, integer=True)
+        if distilled_steps is not None:
+            check_number("distilled_steps", distilled_steps, minimum=1, integer=True)
         check_flag("reference_fp16_attention", reference_fp16_attention)
         if default_timesteps is not None:
             parse_ts(default_timesteps)
+        if multistep_timesteps is not None:
+            check_multistep_timesteps(multistep_timesteps)
         self.register_modules(unet=unet, scheduler=scheduler)
         self.register_to_config(grid_size=grid_size, default_timesteps=default_timesteps,
-                                reference_fp16_attention=reference_fp16_attention)
+                                reference_fp16_attention=reference_fp16_attention, distilled_steps=distilled_steps,
+                                multistep_timesteps=multistep_timesteps)
         if reference_fp16_attention:
             use_reference_fp16_attention(unet)
 
@@ -88,10 +113,10 @@ class EDMPipeline(ClassConditionalMixin, SamplingMixin, FolderPipelineMixin, Dif
 
     def inference_scheduler(self, sampler: str | None, num_inference_steps: int | None,
                             timesteps: Sequence[int] | None, churn: dict[str, float]) -> KarrasDiffusionScheduler:
-        """The scheduler of ``sampler`` (default: onestep/multistep for consistency models, heun otherwise) with its
-        schedule set; ``ValueError`` for a sampler or arguments it does not take."""
+        """The scheduler of ``sampler`` (default: onestep/multistep for consistency models, the folder's scheduler's
+        otherwise) with its schedule set; ``ValueError`` for a sampler or arguments it does not take."""
         if sampler is None:  # the folder's own sampler; for consistency models one step unless more are asked
-            sampler = {KarrasHeunScheduler: "heun", KarrasEulerScheduler: "euler"}.get(type(self.scheduler))
+            sampler = DEFAULT_SAMPLERS.get(type(self.scheduler))
             if sampler is None or timesteps is not None:
                 if timesteps is None and num_inference_steps is None and self.config.get("default_timesteps"):
                     timesteps = parse_ts(self.config.default_timesteps)
@@ -109,6 +134,14 @@ class EDMPipeline(ClassConditionalMixin, SamplingMixin, FolderPipelineMixin, Dif
             scheduler.set_timesteps(steps, device, **churn)
         elif sampler == "euler":
             scheduler.set_timesteps(self.config.grid_size if num_inference_steps is None else num_inference_steps, device)
+        elif sampler == "progdist":
+            distilled = self.config.get("distilled_steps")
+            if distilled is not None and num_inference_steps not in (None, distilled):
+                raise ValueError(f"this student was distilled for {distilled} steps: num_inference_steps="
+                                 f"{num_inference_steps!r} is not supported by sampler='progdist' (pass {distilled} or "
+                                 f"none; sampler='euler' or 'heun' take any count)")
+            steps = num_inference_steps if num_inference_steps is not None else distilled or self.config.grid_size
+            scheduler.set_timesteps(steps, device)
         elif sampler == "onestep":
             if num_inference_steps not in (None, 1) or (timesteps is not None and len(timesteps) != 1):
                 raise ValueError("sampler='onestep' takes one step: num_inference_steps=1 (or none)")
@@ -119,6 +152,9 @@ class EDMPipeline(ClassConditionalMixin, SamplingMixin, FolderPipelineMixin, Dif
                                  f"({len(timesteps) - 1} denoising steps)")
             if timesteps is None and num_inference_steps is None:
                 num_inference_steps = 2
+            searched = self.config.get("multistep_timesteps") or {}
+            if timesteps is None and str(num_inference_steps) in searched:
+                timesteps = parse_ts(searched[str(num_inference_steps)])
             if timesteps is None and num_inference_steps == 1:
                 raise ValueError("sampler='multistep' needs num_inference_steps >= 2 (1 step is sampler='onestep')")
             scheduler.set_timesteps(num_inference_steps if timesteps is None else None, device,
@@ -150,11 +186,13 @@ class EDMPipeline(ClassConditionalMixin, SamplingMixin, FolderPipelineMixin, Dif
 
         Args:
             class_labels, batch_size: as :class:`~diffusion_canon.pipelines.ADMPipeline`.
-            sampler: "heun", "euler", "onestep" or "multistep"; default: "onestep" (one step) or "multistep" for a
-                consistency model, "heun" otherwise.
+            sampler: "heun", "euler", "onestep", "multistep" or "progdist"; default: "onestep" (one step) or
+                "multistep" for a consistency model, else the folder's scheduler's ("progdist" for a distilled
+                student, "heun" for an EDM model).
             num_inference_steps: heun / euler: the reference's ``--steps`` (default: the folder's ``grid_size``; Heun
                 evaluates the network 2·steps − 1 times); consistency sampling: the number of denoising steps (1 =
-                onestep; default: the folder's ``default_timesteps``, else 1).
+                onestep; default: the folder's ``default_timesteps``, else 1); progdist: the student's N (default and
+                only value: the folder's ``distilled_steps``).
             timesteps: multistep: the reference's ``--ts``, increasing indices into the Karras grid of
                 ``grid_size`` levels (the folder's ``--steps``), from 0; ends at ``grid_size − 1`` for clean samples.
             s_churn, s_tmin, s_tmax, s_noise: Heun's stochasticity (Karras et al. 2022, Algorithm 2).

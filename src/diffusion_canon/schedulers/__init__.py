@@ -12,7 +12,10 @@ from .gaussian_diffusion import (
 from .improved_diffusion_base import ImprovedDiffusionScheduler
 from .scheduling_improved_ddim import ImprovedDDIMScheduler
 from .scheduling_improved_ddpm import ImprovedDDPMScheduler
-from .scheduling_karras import ConsistencyScheduler, KarrasDiffusionScheduler, KarrasEulerScheduler, KarrasHeunScheduler
+from .scheduling_karras import (
+    ConsistencyScheduler, KarrasDiffusionScheduler, KarrasEulerScheduler, KarrasHeunScheduler,
+    ProgressiveDistillationScheduler,
+)
 
 __all__ = [
     "ConsistencyScheduler",
@@ -23,6 +26,7 @@ __all__ = [
     "KarrasDiffusionScheduler",
     "KarrasEulerScheduler",
     "KarrasHeunScheduler",
+    "ProgressiveDistillationScheduler",
     "ModelDistribution",
     "cosine_betas",
     "linear_betas",

@@ -4,7 +4,14 @@ openai/consistency_models' ``KarrasDenoiser`` and ``karras_sample`` (Song et al.
 The network F sees c_in(σ)·x and t(σ) = 1000·¼·log σ; the denoiser is D(x; σ) = c_skip(σ)·x + c_out(σ)·F:
 
 * EDM preconditioning: c_skip = σ_d² / (σ² + σ_d²), c_out = σ·σ_d / √(σ² + σ_d²), c_in = 1 / √(σ² + σ_d²);
-* consistency models (``boundary_condition=True``) shift σ by σ_min in c_skip and c_out, so D(x; σ_min) = x.
+* consistency models (``boundary_condition=True``) shift σ by σ_min in c_skip and c_out, so D(x; σ_min) = x;
+* a VP network (DDPM / improved DDPM, ``vp_alphas_cumprod``) sees x_t = x/√(1 + σ²) and its training timestep; as a
+  consistency model it is f(x; σ) = b(σ)·x + (1 − b(σ))·D_VP(x; σ) with the boundary condition's
+  b(σ) = σ_d² / ((σ − σ_min)² + σ_d²), so f(x; σ_min) = x and, away from σ_min, f is the VP network's own x̂₀ —
+  a student initialised from a VP teacher starts as the teacher, as the reference's EDM students do.
+
+The grid of levels is Karras et al.'s (evenly spaced in σ^(1/ρ)) or, for a VP network, evenly spaced in its training
+timesteps (``spacing="timesteps"``: Salimans & Ho's t = i/N).
 
 A scheduler's ``timesteps`` are the σ at which the network is evaluated, in order; ``scale_model_input`` gives F its
 input and ``model_timestep`` its t; ``step`` takes F's output. :func:`~diffusion_canon.pipelines.sampling.denoise`
@@ -30,7 +37,9 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from ..checks import check_choice, check_number
 
-SAMPLERS = ("heun", "euler", "onestep", "multistep")
+SAMPLERS = ("heun", "euler", "onestep", "multistep", "progdist")
+SPACINGS = ("karras", "timesteps")
+VP_PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 
 
 @dataclass
@@ -80,7 +89,9 @@ class KarrasDiffusionScheduler(SchedulerMixin, ConfigMixin):
         boundary_condition: consistency-model preconditioning (D(x; σ_min) = x) instead of EDM's.
         clip_denoised: clamp D(x; σ) to [−1, 1] at every evaluation (the reference's ``clip_denoised``).
         vp_alphas_cumprod, vp_prediction_type: a VP model (ours: ADM / improved-DDPM folders) as the denoiser — its
-            training ᾱ_t and what it predicts; see :func:`vp_config`.
+            training ᾱ_t and what it predicts (ε, v, or x₀: "sample"); see :func:`vp_config`.
+        spacing: where the grid's levels lie: "karras" (evenly in σ^(1/ρ)) or "timesteps" (a VP model only: evenly
+            in its training timesteps, from the last, σ_max, to the first, σ_min).
     """
 
     order = 1
@@ -96,11 +107,14 @@ class KarrasDiffusionScheduler(SchedulerMixin, ConfigMixin):
         clip_denoised: bool = True,
         vp_alphas_cumprod: Sequence[float] | None = None,
         vp_prediction_type: str = "epsilon",
+        spacing: str = "karras",
     ):
+        check_choice("spacing", spacing, SPACINGS)
+        if spacing == "timesteps" and vp_alphas_cumprod is None:
+            raise ValueError("spacing='timesteps' spaces the grid over a VP model's training timesteps: it needs "
+                             "vp_alphas_cumprod")
         if vp_alphas_cumprod is not None:
-            check_choice("vp_prediction_type", vp_prediction_type, ("epsilon", "v_prediction"))
-            if boundary_condition:
-                raise ValueError("a VP teacher (vp_alphas_cumprod) has no consistency-model boundary condition")
+            check_choice("vp_prediction_type", vp_prediction_type, VP_PREDICTION_TYPES)
             alphas = torch.tensor(vp_alphas_cumprod, dtype=torch.float64)
             if alphas.ndim != 1 or len(alphas) < 2 or not ((alphas > 0) & (alphas < 1)).all():
                 raise ValueError("vp_alphas_cumprod must list the training ᾱ_t, each in (0, 1)")
@@ -122,13 +136,20 @@ class KarrasDiffusionScheduler(SchedulerMixin, ConfigMixin):
 
     def scalings(self, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(c_skip, c_out, c_in) at σ (the reference's ``get_scalings`` / ``get_scalings_for_boundary_condition``;
-        for a VP teacher, x_t = x_σ/√(1 + σ²) and x̂_0 = x_σ − σ·ε̂, or x_σ/(1 + σ²) − σ/√(1 + σ²)·v̂)."""
+        for a VP teacher, x_t = x_σ/√(1 + σ²) and x̂_0 = x_σ − σ·ε̂, x_σ/(1 + σ²) − σ/√(1 + σ²)·v̂, or x̂_0 itself)."""
         sigma_data, sigma_min = self.config.sigma_data, self.config.sigma_min
         if self.config.vp_alphas_cumprod is not None:
             c_in = 1 / (sigma**2 + 1) ** 0.5
             if self.config.vp_prediction_type == "epsilon":
-                return torch.ones_like(sigma), -sigma, c_in
-            return 1 / (sigma**2 + 1), -sigma * c_in, c_in
+                c_skip, c_out = torch.ones_like(sigma), -sigma
+            elif self.config.vp_prediction_type == "sample":
+                c_skip, c_out = torch.zeros_like(sigma), torch.ones_like(sigma)
+            else:
+                c_skip, c_out = 1 / (sigma**2 + 1), -sigma * c_in
+            if self.config.boundary_condition:  # b·x + (1 − b)·D_VP
+                b = sigma_data**2 / ((sigma - sigma_min) ** 2 + sigma_data**2)
+                c_skip, c_out = b + (1 - b) * c_skip, (1 - b) * c_out
+            return c_skip, c_out, c_in
         c_in = 1 / (sigma**2 + sigma_data**2) ** 0.5
         if self.config.boundary_condition:
             c_skip = sigma_data**2 / ((sigma - sigma_min) ** 2 + sigma_data**2)
@@ -170,16 +191,27 @@ class KarrasDiffusionScheduler(SchedulerMixin, ConfigMixin):
         return self.denoised(output, sample, sigmas, clip=False)
 
     def level(self, position: torch.Tensor) -> torch.Tensor:
-        """σ at a fractional ``position`` ∈ [0, 1] of the Karras grid (σ_max at 0, σ_min at 1), float32 as the
-        reference's losses compute it."""
+        """σ at a fractional ``position`` ∈ [0, 1] of the grid (σ_max at 0, σ_min at 1), float32 as the reference's
+        losses compute it; ``spacing="timesteps"``: the σ of training timestep (T − 1)·(1 − position), log σ
+        linear between two of them."""
         config = self.config
+        if config.spacing == "timesteps":
+            position = torch.as_tensor(position, dtype=torch.float32)
+            timestep = (len(self.vp_log_sigmas) - 1) * (1 - position.clamp(0, 1))
+            low = timestep.floor().long().clamp(max=len(self.vp_log_sigmas) - 2)
+            log_sigmas = self.vp_log_sigmas.to(timestep.device)
+            return torch.lerp(log_sigmas[low], log_sigmas[low + 1], timestep - low).exp()
         max_inv_rho, min_inv_rho = config.sigma_max ** (1 / config.rho), config.sigma_min ** (1 / config.rho)
         return (max_inv_rho + position * (min_inv_rho - max_inv_rho)) ** config.rho
 
     def grid(self, steps: int) -> torch.Tensor:
-        """The reference's ``get_sigmas_karras(steps, sigma_min, sigma_max, rho)``: steps levels, then 0."""
+        """The reference's ``get_sigmas_karras(steps, sigma_min, sigma_max, rho)``: steps levels, then 0
+        (``spacing="timesteps"``: ``steps`` evenly spaced training timesteps' σ, then 0)."""
         check_number("num_inference_steps", steps, minimum=1, integer=True)
         config = self.config
+        if config.spacing == "timesteps":
+            levels = self.level(torch.linspace(0, 1, steps)) if steps > 1 else self.level(torch.zeros(1))
+            return torch.cat([levels, levels.new_zeros([1])])
         return karras_sigmas(steps, config.sigma_min, config.sigma_max, config.rho)
 
     def begin_step(self, sample: torch.Tensor, timestep: torch.Tensor, generator=None) -> torch.Tensor:
@@ -263,6 +295,19 @@ class KarrasEulerScheduler(KarrasDiffusionScheduler):
         denoised = self.denoised(model_output, sample, sigma)
         d = (sample - denoised) / as_batch(sigma, sample)
         return self._output(sample + d * (self.sigmas[self._index + 1] - sigma), denoised, return_dict)
+
+
+class ProgressiveDistillationScheduler(KarrasEulerScheduler):
+    """A progressively distilled student's sampler (the reference's ``progdist``): N Euler steps over the N + 1
+    levels from σ_max to σ_min that the student was distilled on, ending at x(σ_min) — for a VP network with the
+    timestep grid, N DDIM steps (Salimans & Ho 2022)."""
+
+    def set_timesteps(self, num_inference_steps: int, device=None) -> None:
+        """``num_inference_steps``: the student's N (as many network evaluations; the reference's ``--steps``)."""
+        check_number("num_inference_steps", num_inference_steps, minimum=1, integer=True)
+        self.sigmas = self.grid(num_inference_steps + 1)[:-1]
+        self.timesteps = self.sigmas[:-1].to(device)
+        self.num_inference_steps, self._index = num_inference_steps, 0
 
 
 class ConsistencyScheduler(KarrasDiffusionScheduler):

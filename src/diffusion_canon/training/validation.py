@@ -31,3 +31,19 @@ def save_validation_images(
 
             tracker.log({"validation": [wandb.Image(image) for image in images]}, step=step)
     return path
+
+
+def class_validation_samples(pipe, count: int, seed: int | None, **call_kwargs) -> list:
+    """``count`` PIL samples of a pipeline over a ``unet`` (classes 0, 1, … in turn; no labels when it is
+    unconditional), drawn with the generator seeded ``seed`` (0 when None), the U-Net in eval mode for the call."""
+    import torch
+
+    unet, num_classes = pipe.unet, pipe.unet.config.num_classes
+    was_training = unet.training
+    pipe.set_progress_bar_config(disable=True)
+    labels = None if num_classes is None else [i % num_classes for i in range(count)]
+    with torch.no_grad():
+        images = pipe(labels, batch_size=count, generator=torch.Generator().manual_seed(seed or 0),
+                      **call_kwargs).images
+    unet.train(was_training)
+    return images

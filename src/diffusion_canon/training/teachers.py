@@ -1,0 +1,28 @@
+"""The teacher of a distillation (consistency distillation, progressive distillation): a pipeline folder's U-Net and
+its denoiser on the Karras σ scale."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..models import ADMUNet2DModel
+from ..pipelines import ADMPipeline, EDMPipeline
+from ..pipelines.hub import load_pipeline_folder
+from ..schedulers import KarrasDiffusionScheduler
+from ..schedulers.scheduling_karras import vp_config
+
+
+def load_teacher(path: str) -> tuple[ADMUNet2DModel, KarrasDiffusionScheduler]:
+    """The teacher's U-Net and its denoiser: an EDM folder's own scheduler, or a VP (ADM) folder's as a Karras
+    denoiser on σ = √((1 − ᾱ)/ᾱ); ``ValueError`` naming ``--teacher_model_path`` for anything else."""
+    index = Path(path) / "model_index.json"
+    kind = json.loads(index.read_text()).get("_class_name") if index.is_file() else None
+    kind = kind[-1] if isinstance(kind, list) else kind
+    if kind == "EDMPipeline":
+        pipe = load_pipeline_folder(EDMPipeline, path)
+        return pipe.unet, KarrasDiffusionScheduler.from_config(pipe.scheduler.config)
+    if kind == "ADMPipeline":
+        pipe = load_pipeline_folder(ADMPipeline, path)
+        return pipe.unet, KarrasDiffusionScheduler(**vp_config(pipe.scheduler))
+    raise ValueError(f"--teacher_model_path {path!r} must be an ADMPipeline or EDMPipeline folder, found {kind!r}")
