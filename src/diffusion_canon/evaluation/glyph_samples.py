@@ -29,12 +29,19 @@ def sample_per_class(
 ) -> tuple[np.ndarray, list[int]]:
     """``per_class`` samples of every class, class-major: images ``(K·per_class, H, W, 3)`` float in [0, 1] and their
     labels. Batch ``b`` uses the generator seeded ``seed + b``, so every scale sees the same initial noise."""
+    return sample_classes(pipe, per_class, seed, batch_size, num_inference_steps=num_inference_steps,
+                          classifier_scale=classifier_scale)
+
+
+def sample_classes(pipe, per_class: int, seed: int = 0, batch_size: int = 50,
+                   **call_kwargs) -> tuple[np.ndarray, list[int]]:
+    """:func:`sample_per_class` for any class-conditional pipeline (ADM, EDM, a distilled student): ``call_kwargs``
+    go to every call, e.g. ``num_inference_steps=2``."""
     labels = [k for k in range(pipe.num_classes) for _ in range(per_class)]
     images = []
     for b, start in enumerate(range(0, len(labels), batch_size)):
-        images.append(pipe(labels[start : start + batch_size], num_inference_steps=num_inference_steps,
-                           classifier_scale=classifier_scale, output_type="np",
-                           generator=torch.Generator().manual_seed(seed + b)).images)
+        images.append(pipe(labels[start : start + batch_size], output_type="np",
+                           generator=torch.Generator().manual_seed(seed + b), **call_kwargs).images)
     return np.concatenate(images), labels
 
 
