@@ -44,7 +44,9 @@ def adm_glyphs_section(output: Path, pipelines: Path, scales: Sequence[float] = 
             "A small class-conditional ADM U-Net (learned Σ, hybrid loss, cosine schedule) and a noisy-image "
             "classifier trained on CPU on the digits of the glyph world (training/train_adm.py and "
             f"training/train_classifier.py; RECIPE.md). {steps} respaced ancestral steps. Classifier guidance "
-            "shifts each step's mean by s·Σ·∇ log p(y | x_t): larger scales s make the digits more legible."
+            "shifts each step's mean by s·Σ·∇ log p(y | x_t). The digits are legible at every scale here (the "
+            "table's accuracies); benchmark Q2 measures what the scale trades: accuracy 97% → 100% from s = 0 to 4, "
+            "cFID 12.2 → 21.8 from s = 2 to 8 (distorted strokes at large s)."
         ),
         images=[
             ("adm_per_class.png", f"4 samples per class, columns = {', '.join(names)}, classifier scale "

@@ -78,9 +78,9 @@ def fine_tuning_section(output: Path, pipelines: Path) -> DemoSection:
                                "without the prior loss; DreamBooth with prior preservation. Left half: "
                                f"“{INSTANCE_PROMPT}”, right half: “{CLASS_PROMPT}” (the prior the loss preserves)"),
             ("textual_inversion.png", f"Textual inversion of the held-out style: training images (top); base with the "
-                                      f"initializer word, “a bold letter X”; after, “a {PLACEHOLDER} letter X”. At this "
-                                      "scale the learned token carries the light-on-dark stroke look and overrides the "
-                                      "character word"),
+                                      f"initializer word, “a bold letter X”; after, “a {PLACEHOLDER} letter X”. Not yet "
+                                      "working at this scale: the samples are light strokes on dark paper, neither "
+                                      "outlined nor reliably the asked letter"),
             ("lora.png", "LoRA (rank 4) on captioned outline glyphs: training images (top); base, “an outlined "
                          "letter X” (it never saw the style); with the LoRA, the same prompts and seeds"),
         ],
