@@ -62,4 +62,5 @@ def test_shipped_base_is_small_fp16_and_draws_letters():
 def test_demo_section_writes_its_images(tmp_path):
     section = fine_tuning_section(tmp_path, PIPELINES)
     assert all((tmp_path / name).is_file() for name, _ in section.images)
-    assert [name for name, _ in section.images] == ["dreambooth.png", "textual_inversion.png", "lora.png"]
+    assert [name for name, _ in section.images] == ["dreambooth_subject.png", "dreambooth.png", "textual_inversion.png",
+                                                   "lora.png"]

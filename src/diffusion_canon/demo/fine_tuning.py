@@ -55,9 +55,8 @@ def fine_tuning_section(output: Path, pipelines: Path) -> DemoSection:
         pipe.load_lora_weights(str(lora_folder))
         rows["lora_after"] = per_character(pipe, "an outlined letter {}")
 
-    blank = [Image.new("RGB", subject[0].size, "white")] * (16 - len(subject))
-    image_grid(subject + blank + rows["db_base"] + rows["db_False"] + rows["db_True"], 16, scale=3, gap=2).save(
-        output / "dreambooth.png")
+    image_grid(subject, len(subject), scale=3, gap=2).save(output / "dreambooth_subject.png")
+    image_grid(rows["db_base"] + rows["db_False"] + rows["db_True"], 16, scale=3, gap=2).save(output / "dreambooth.png")
     image_grid(style + rows["ti_before"] + rows["ti_after"], 8, scale=3, gap=2).save(output / "textual_inversion.png")
     image_grid(style + rows["lora_before"] + rows["lora_after"], 8, scale=3, gap=2).save(output / "lora.png")
     return DemoSection(
@@ -74,7 +73,8 @@ def fine_tuning_section(output: Path, pipelines: Path) -> DemoSection:
             "the base's letters (last row)."
         ),
         images=[
-            ("dreambooth.png", f"DreamBooth of the held-out font. Rows: the 5 subject images; the base; DreamBooth "
+            ("dreambooth_subject.png", f"DreamBooth's {len(subject)} subject images: the held-out font"),
+            ("dreambooth.png", "DreamBooth of the held-out font. Rows: the base; DreamBooth "
                                "without the prior loss; DreamBooth with prior preservation. Left half: "
                                f"“{INSTANCE_PROMPT}”, right half: “{CLASS_PROMPT}” (the prior the loss preserves)"),
             ("textual_inversion.png", f"Textual inversion of the held-out style: training images (top); base with the "
