@@ -36,15 +36,20 @@ def test_ternary_search_finds_the_minimum_of_a_valley(seed):
     assert len(calls) <= 2 * math.ceil(math.log(high - low + 1, 1.5)) + 3
 
 
-def test_greedy_schedule_adds_one_index_at_a_time():
-    best = [0, 9, 17, 24, 30]  # the score's optimum for each added index
+def test_greedy_schedule_adds_one_index_at_a_time_in_the_best_gap():
+    # each target index costs its weight times its distance to the nearest chosen index
+    targets = {9: 8.0, 30: 4.0, 17: 2.0, 24: 1.0}
+    calls = []
 
     def score(ts):
-        interior = ts[1:-1]
-        return sum((k - best[i + 1]) ** 2 for i, k in enumerate(interior))
+        calls.append(tuple(ts))
+        return sum(weight * min(abs(k - t) for t in ts) for k, weight in targets.items())
 
     schedules = greedy_timesteps(score, grid_size=40, max_steps=5)
-    assert schedules == {n: [*best[:n], 39] for n in range(2, 6)}
+    assert len(calls) == len(set(calls)) and len(calls) < 100  # each schedule scored once (38 for one brute force)
+    assert schedules[2] == min(([0, k, 39] for k in range(1, 39)), key=score)  # brute force over the one gap
+    assert schedules[5] == [0, 9, 17, 24, 30, 39]  # the targets, added heaviest first
+    assert [sorted(set(schedules[n]) - set(schedules[n - 1])) for n in (3, 4, 5)] == [[30], [17], [24]]
     with pytest.raises(ValueError, match="max_steps"):
         greedy_timesteps(score, grid_size=4, max_steps=4)
 

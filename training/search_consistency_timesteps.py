@@ -2,7 +2,7 @@
 
 For n = 2 … ``--max_steps`` the n-step ``--ts`` keeps the (n − 1)-step one and adds the grid index of least cFID
 (glyph-classifier Fréchet distance of ``--per_class`` samples per class to as many real renders), found by ternary
-search — the greedy search Song et al. (2023) describe, with cFID in place of FID
+search within each gap of the schedule — the greedy search Song et al. (2023) describe, with cFID in place of FID
 (:mod:`diffusion_canon.evaluation.timestep_search`). The folder's ``multistep_timesteps`` then holds them, so
 ``pipe(class_labels=..., num_inference_steps=n)`` uses them (model_index.json is replaced atomically; the weights
 are not touched).

@@ -3,7 +3,7 @@ multistep sampling greedily, one at a time, each by ternary search on the sample
 
 A schedule for n steps is the reference's ``--ts``: n + 1 increasing indices into a Karras grid of ``grid_size``
 levels, from 0 (σ_max) to ``grid_size − 1`` (σ_min). The n-step schedule keeps the (n − 1)-step one's indices and
-adds one after the last of them.
+adds one, in whichever gap scores best.
 """
 
 from __future__ import annotations
@@ -38,15 +38,23 @@ def ternary_search(score: Callable[[int], float], low: int, high: int) -> int:
 
 def greedy_timesteps(score: Callable[[list[int]], float], grid_size: int, max_steps: int) -> dict[int, list[int]]:
     """``{n: ts}`` for n = 2 … ``max_steps``: each n-step schedule is the (n − 1)-step one with one more index, the
-    one of least ``score(ts)`` between the last chosen index and the grid's end (ternary search)."""
+    one of least ``score(ts)`` over every gap between two of its indices (ternary search within each gap)."""
     if not 2 <= max_steps <= grid_size - 1:
         raise ValueError(f"max_steps={max_steps} must be in [2, grid_size - 1 = {grid_size - 1}]")
-    last = grid_size - 1
-    chosen, schedules = [0], {}
+    scores: dict[tuple[int, ...], float] = {}
+
+    def cost(ts: list[int]) -> float:  # each schedule scored once
+        if tuple(ts) not in scores:
+            scores[tuple(ts)] = score(ts)
+        return scores[tuple(ts)]
+
+    schedule, schedules = [0, grid_size - 1], {}
     for n in range(2, max_steps + 1):
-        if chosen[-1] + 1 > last - 1:
-            raise ValueError(f"no grid index left for a {n}-step schedule after {chosen} (grid_size={grid_size})")
-        best = ternary_search(lambda k: score([*chosen, k, last]), chosen[-1] + 1, last - 1)
-        chosen = [*chosen, best]
-        schedules[n] = [*chosen, last]
+        candidates = []
+        for a, b in zip(schedule, schedule[1:]):
+            if b - a >= 2:
+                k = ternary_search(lambda k: cost(sorted([*schedule, k])), a + 1, b - 1)
+                candidates.append(sorted([*schedule, k]))
+        schedule = min(candidates, key=cost)
+        schedules[n] = schedule
     return schedules
