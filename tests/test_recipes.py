@@ -152,3 +152,9 @@ def test_recipe_flags_build_the_shipped_architecture(folder, name, tmp_path, mon
     if scheduler_folder:  # the unCLIP decoder's Σ is always learned
         scheduler = diffusion_scheduler(args, getattr(args, "variance_type", "learned_range"))
         assert as_stored(scheduler.config) == stored_config(shipped / scheduler_folder / "scheduler_config.json")
+
+
+def test_shipped_defaults_fit_the_budget():
+    """DESIGN.md: the whole pipelines/ folder stays within 40 MB."""
+    size = sum(p.stat().st_size for p in (ROOT / "pipelines").rglob("*") if p.is_file())
+    assert size <= 40 * 10**6, f"pipelines/ holds {size / 1e6:.1f} MB"

@@ -23,6 +23,7 @@ SECTIONS: list[str] = [
     "diffusion_canon.demo.glyph_world:glyph_world_section",
     "diffusion_canon.demo.glyph_classifier:glyph_classifier_section",
     "diffusion_canon.demo.adm:adm_glyphs_section",
+    "diffusion_canon.demo.few_step:few_step_section",
     "diffusion_canon.demo.cascade:cascade_section",
     "diffusion_canon.demo.unclip:unclip_section",
     "diffusion_canon.demo.fine_tuning:fine_tuning_section",
