@@ -18,7 +18,8 @@ SNIPPET = re.compile(r"```python\n(.*?)```", re.S)
 
 
 def test_every_shipped_folder_is_covered():
-    assert FOLDERS == ["adm-glyphs-32", "glyph-cascade-16-64", "tiny-sd-glyphs", "unclip-glyphs"]
+    assert FOLDERS == ["adm-glyphs-32", "adm-glyphs-32-consistency", "adm-glyphs-32-distilled-1step",
+                       "adm-glyphs-32-distilled-2step", "glyph-cascade-16-64", "tiny-sd-glyphs", "unclip-glyphs"]
 
 
 @pytest.mark.parametrize("name", FOLDERS)
