@@ -218,3 +218,11 @@ def test_a_consistency_model_is_no_teacher(tmp_path):
     with pytest.raises(ValueError, match="consistency model"):
         train_pd.main([*DATA, "--teacher_model_path", str(folder), "--output_dir", str(tmp_path / "x"),
                        "--teacher_steps", "4", "--steps_per_round", "1"])
+
+
+def test_a_teacher_of_other_classes_is_refused(tmp_path, vp_teacher):
+    data = [*DATA]
+    data[data.index("ABC")] = "ABCD"  # four classes against the teacher's three
+    with pytest.raises(ValueError, match="3 classes, the data 4"):
+        train_pd.main([*data, "--teacher_model_path", str(vp_teacher), "--output_dir", str(tmp_path / "x"),
+                       "--teacher_steps", "4", "--steps_per_round", "1"])

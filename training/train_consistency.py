@@ -107,10 +107,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     teacher, preconditioning = None, {}
     if args.teacher_model_path:
-        teacher_unet, teacher_denoiser = load_teacher(args.teacher_model_path)
-        if teacher_unet.config.num_classes not in (None, len(names)):
-            raise ValueError(f"the teacher has {teacher_unet.config.num_classes} classes, the data {len(names)} "
-                             f"({''.join(names)}): pick the data the teacher was trained on")
+        teacher_unet, teacher_denoiser = load_teacher(args.teacher_model_path, names)
         teacher_unet = teacher_unet.to(run.device, torch.float32).eval().requires_grad_(False)
         unet = copy.deepcopy(teacher_unet).requires_grad_(True)
         sigma_range = teacher_denoiser.config.sigma_min, teacher_denoiser.config.sigma_max

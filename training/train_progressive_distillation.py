@@ -126,10 +126,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     images = LabeledImages(dataset, args.image_column, labels, ImageTransform(args.resolution, True, args.random_flip))
     run = TrainingRun(args, "progressive_distillation")
 
-    teacher_unet, first_teacher_denoiser = load_teacher(args.teacher_model_path)
-    if teacher_unet.config.num_classes not in (None, len(names)):
-        raise ValueError(f"the teacher has {teacher_unet.config.num_classes} classes, the data {len(names)} "
-                         f"({''.join(names)}): pick the data the teacher was trained on")
+    teacher_unet, first_teacher_denoiser = load_teacher(args.teacher_model_path, names)
     denoiser = student_denoiser(first_teacher_denoiser, args.grid, args.prediction_type)
     unet = teacher_unet.to(run.device, torch.float32).requires_grad_(True)
     teacher = RoundTeacher(unet).to(run.device)
