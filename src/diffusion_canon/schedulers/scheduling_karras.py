@@ -210,7 +210,7 @@ class KarrasDiffusionScheduler(SchedulerMixin, ConfigMixin):
         check_number("num_inference_steps", steps, minimum=1, integer=True)
         config = self.config
         if config.spacing == "timesteps":
-            levels = self.level(torch.linspace(0, 1, steps)) if steps > 1 else self.level(torch.zeros(1))
+            levels = self.level(torch.linspace(0, 1, steps))
             return torch.cat([levels, levels.new_zeros([1])])
         return karras_sigmas(steps, config.sigma_min, config.sigma_max, config.rho)
 
@@ -285,9 +285,13 @@ class KarrasEulerScheduler(KarrasDiffusionScheduler):
 
     def set_timesteps(self, num_inference_steps: int, device=None) -> None:
         """``num_inference_steps`` is the reference's ``--steps`` (as many network evaluations)."""
-        self.sigmas = self.grid(num_inference_steps)
+        self.sigmas = self.levels(num_inference_steps)
         self.timesteps = self.sigmas[:-1].to(device)
         self.num_inference_steps, self._index = num_inference_steps, 0
+
+    def levels(self, num_inference_steps: int) -> torch.Tensor:
+        """The levels the steps go through, the last one where sampling ends: the grid, then 0."""
+        return self.grid(num_inference_steps)
 
     def step(self, model_output: torch.Tensor, timestep: torch.Tensor, sample: torch.Tensor, generator=None,
              return_dict: bool = True) -> KarrasSchedulerOutput | tuple:
@@ -302,12 +306,11 @@ class ProgressiveDistillationScheduler(KarrasEulerScheduler):
     levels from σ_max to σ_min that the student was distilled on, ending at x(σ_min) — for a VP network with the
     timestep grid, N DDIM steps (Salimans & Ho 2022)."""
 
-    def set_timesteps(self, num_inference_steps: int, device=None) -> None:
-        """``num_inference_steps``: the student's N (as many network evaluations; the reference's ``--steps``)."""
+    def levels(self, num_inference_steps: int) -> torch.Tensor:
+        """``num_inference_steps``: the student's N (as many network evaluations; the reference's ``--steps``); its
+        N + 1 levels, σ_max to σ_min."""
         check_number("num_inference_steps", num_inference_steps, minimum=1, integer=True)
-        self.sigmas = self.grid(num_inference_steps + 1)[:-1]
-        self.timesteps = self.sigmas[:-1].to(device)
-        self.num_inference_steps, self._index = num_inference_steps, 0
+        return self.grid(num_inference_steps + 1)[:-1]
 
 
 class ConsistencyScheduler(KarrasDiffusionScheduler):
