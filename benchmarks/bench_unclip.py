@@ -9,8 +9,8 @@ On N held-out (validation split) glyph captions, the unCLIP decoder is condition
 
 each with and without the caption's token encodings. Reported per condition: cFID against the real renderings (Fréchet
 distance in the glyph classifier's feature space; "cFID", never "FID") and caption-attribute accuracy — character and
-font read back by the glyph classifier, colour read from the pixels (the palette colour nearest the pixels farthest from
-the background; scored only on captions that name a colour). The same scores on the real
+font read back by the glyph classifier, colour read from the pixels (``evaluation.read_ink_colors``; scored only on
+captions that name a colour). The same scores on the real
 renderings are the ceiling. Prior quality: mean cosine similarity of sampled to true image embeddings across guidance
 scales, with and without reranking candidates by CLIP similarity to the caption.
 
@@ -29,36 +29,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from diffusion_canon.data.glyphs import COLORS, load_glyphs
-from diffusion_canon.evaluation import cfid, load_glyph_classifier, predict_glyphs
+from diffusion_canon.data.glyphs import load_glyphs
+from diffusion_canon.evaluation import cfid, load_glyph_classifier, predict_glyphs, read_ink_colors
 from diffusion_canon.clip.encoding import encode_prompts
 from diffusion_canon.pipelines.pipeline_unclip import UnCLIPPipeline
-
-PALETTE = np.array(list(COLORS.values()), dtype=np.float32) / 255.0
-
-
-def read_colors(images: np.ndarray) -> list[str]:
-    """Ink colour of each glyph image ``(N, H, W, 3)`` in [0, 1]: the background is the median border pixel; the ink
-    is the mean of the pixels at least 80% as far from it as the farthest one; the answer is the nearest palette
-    colour."""
-    names = list(COLORS)
-    colors = []
-    for image in images:
-        border = np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])
-        background = np.median(border, axis=0)
-        pixels = image.reshape(-1, 3)
-        distance = np.linalg.norm(pixels - background, axis=1)
-        ink = pixels[distance >= 0.8 * distance.max()].mean(0)  # the glyph's core, not its antialiased rim
-        colors.append(names[int(np.linalg.norm(PALETTE - ink, axis=1).argmin())])
-    return colors
-
 
 def attribute_scores(images: np.ndarray, rows: dict, classifier) -> dict[str, float]:
     """Character / font accuracy (glyph classifier) and colour accuracy (on captions naming their colour)."""
     predicted = predict_glyphs(images, classifier)
     characters = [str(c) for c in rows["character"]]
     named = [i for i, (caption, color) in enumerate(zip(rows["caption"], rows["color"])) if color in caption]
-    colors = read_colors(images)
+    colors = read_ink_colors(images)
     return {
         "character_accuracy": float(np.mean([p == t for p, t in zip(predicted["character"], characters)])),
         "font_accuracy": float(np.mean([p == t for p, t in zip(predicted["font"], rows["font"])])),

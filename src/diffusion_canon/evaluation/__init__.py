@@ -1,4 +1,4 @@
-"""Evaluation: the glyph classifier (trained offline, cached), class accuracy, and cFID in its feature space."""
+"""Evaluation: the glyph classifier (trained offline, cached), class accuracy, cFID in its feature space, and the ink colour read back from the pixels."""
 
 from .frechet import cfid, frechet_distance, glyph_features
 from .glyph_classifier import (
@@ -11,11 +11,13 @@ from .glyph_classifier import (
     train_glyph_classifier,
 )
 from .images import images_to_tensor
+from .ink_color import color_accuracy, read_ink_colors
 
 __all__ = [
     "GlyphClassifier",
     "cfid",
     "class_accuracy",
+    "color_accuracy",
     "classifier_report",
     "frechet_distance",
     "glyph_cache_dir",
@@ -23,5 +25,6 @@ __all__ = [
     "images_to_tensor",
     "load_glyph_classifier",
     "predict_glyphs",
+    "read_ink_colors",
     "train_glyph_classifier",
 ]
