@@ -3,7 +3,6 @@ CLIP classes, and the unCLIP encoders read the same embeddings from a CLIPModel 
 
 import random
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageDraw
@@ -126,14 +125,18 @@ def test_train_clip_command_saves_a_standard_clip_folder(tmp_path):
     add_parser(parser.add_subparsers())
     args = parser.parse_args(["train-clip", "--output_dir", str(tmp_path), "--resolution", "16", "--num_images", "32",
                               "--num_eval_images", "10", "--num_steps", "3", "--batch_size", "16",
-                              "--hidden_size", "16", "--num_layers", "1"])
+                              "--hidden_size", "16", "--num_layers", "1", "--vision_hidden_size", "32",
+                              "--patch_size", "8", "--hard_negatives", "--label_weight", "1"])
     assert args.func(args) == 0
     metrics = json.loads((tmp_path / "retrieval.json").read_text())
-    assert metrics["n"] == 10 and 0 <= metrics["top1"] <= 1 and 0 < metrics["chance"] <= 1
+    random_pairs, hard = metrics["random_pairs"], metrics["hard_negatives"]
+    assert random_pairs["n"] == 10 and 0 <= random_pairs["top1"] <= 1 and 0 < random_pairs["chance"] <= 1
+    assert hard["n"] == 10 and hard["candidates"] == 4 * 20 and 0 <= hard["top1"] <= 1
     assert (tmp_path / "model.safetensors").exists()
     assert "Tiny glyph CLIP" in (tmp_path / "README.md").read_text()
     model = CLIPModel.from_pretrained(tmp_path)
     assert model.config.vision_config.image_size == 16 and model.config.projection_dim == 32
+    assert model.config.vision_config.hidden_size == 32 and model.config.text_config.hidden_size == 16
     tokenizer = CLIPTokenizer.from_pretrained(tmp_path)
     assert len(tokenizer.tokenize("a sks font letter A")) == 5
     assert AutoImageProcessor.from_pretrained(tmp_path).crop_size == {"height": 16, "width": 16}
@@ -153,3 +156,80 @@ def test_glyph_clip_retrieves_held_out_glyphs_far_above_chance():
                              num_steps=300, batch_size=128)
     result = text_to_image_retrieval(model, tokenizer, list(held_out["image"]), list(held_out["caption"]), processor)
     assert result["top1"] >= 10 * result["chance"], result
+
+
+def test_hard_negative_groups_differ_from_their_base_in_one_attribute():
+    from diffusion_canon.clip.training import HARD_NEGATIVE_ATTRIBUTES, hard_negative_groups
+    from diffusion_canon.data.glyphs import HELD_OUT_FONTS, HELD_OUT_STYLES, glyph_specs
+
+    attributes = ("character", "font", "style", "color", "background")
+    specs = hard_negative_groups(60, seed=3)
+    bases = glyph_specs(num_images=60, seed=3)
+    assert len(specs) == 60 * (1 + len(HARD_NEGATIVE_ATTRIBUTES))
+    for index, base in enumerate(bases):
+        group = specs[4 * index : 4 * index + 4]
+        assert [getattr(group[0], a) for a in attributes] == [getattr(base, a) for a in attributes]
+        for variant, attribute in zip(group[1:], HARD_NEGATIVE_ATTRIBUTES):
+            changed = [a for a in attributes if getattr(variant, a) != getattr(base, a)]
+            # a family with a single face cannot change style: it changes font instead
+            assert changed == [attribute] or (attribute == "style" and changed == ["font"]), (base, variant)
+            assert (variant.rotation, variant.scale, variant.shift) == (base.rotation, base.scale, base.shift)
+            assert variant.font not in HELD_OUT_FONTS and variant.style not in HELD_OUT_STYLES
+            if changed == ["character"]:
+                assert variant.character in variant.caption.replace(",", " ").split()
+
+
+def test_retrieval_scores_judge_by_what_the_caption_names():
+    from dataclasses import replace
+
+    from diffusion_canon.clip.training import names_every_attribute, retrieval_scores
+    from diffusion_canon.data.glyphs import GlyphSpec
+
+    query = GlyphSpec("Q", "stix", "bold", "red", "white", 0.0, 1.0, (0.0, 0.0), "a red bold Times-like serif letter Q")
+    other_paper = replace(query, background="cream")  # the caption does not name the paper: as right as the query
+    blue = replace(query, color="blue", caption="a blue bold Times-like serif letter Q")
+    letter_o = replace(query, character="O", caption="a red bold Times-like serif letter O")
+    specs = [query, other_paper, blue, letter_o]
+    similarity = torch.tensor([[0.0, 1.0, 0.5, 0.2], [0.0, 0.1, 0.9, 0.2], [0.0, 0.1, 0.2, 0.9]])
+    # three queries, all the caption of specs[0]: they retrieve other_paper (right), blue and letter_o (wrong)
+    scores = retrieval_scores(specs, [0, 0, 0], similarity)
+    assert scores["top1"] == pytest.approx(1 / 3) and scores["chance"] == pytest.approx(2 / 4)
+    assert scores["top1_with_font"] == pytest.approx(1 / 3)
+    assert scores["wrong_color"] == pytest.approx(1 / 3) and scores["wrong_character"] == pytest.approx(1 / 3)
+    assert scores["wrong_style"] == 0 and scores["wrong_font"] == 0
+    sans = replace(query, font="cm-sans")  # another font than the caption's: right, unless the font is judged
+    scores = retrieval_scores([query, sans], [0], torch.tensor([[0.0, 1.0]]))
+    assert scores["top1"] == 1.0 and scores["top1_with_font"] == 0.0 and scores["wrong_font"] == 1.0
+    named_paper = replace(query, caption="a bold letter Q, red on white, Times-like serif font")
+    assert retrieval_scores([named_paper, other_paper], [0], torch.tensor([[0.0, 1.0]]))["top1"] == 0.0
+    assert names_every_attribute(query) and names_every_attribute(named_paper)
+    assert not names_every_attribute(replace(query, caption="letter Q"))
+    assert not names_every_attribute(replace(query, style="regular", caption="a red Times-like serif letter Q"))
+
+
+def test_grouped_batches_keep_groups_whole():
+    from diffusion_canon.clip import training
+
+    seen = []
+
+    class Recorder(torch.nn.Module):  # records which pairs each step's batch holds
+        def __init__(self):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.zeros(()))
+
+        def forward(self, input_ids, attention_mask, pixel_values, return_loss):
+            seen.append((pixel_values[:, 0, 0, 0] * 255).round().long().tolist())
+            return type("Out", (), {"loss": self.weight * 0 + pixel_values.sum() * 0 + self.weight ** 2})()
+
+    images = torch.arange(24, dtype=torch.float32).view(24, 1, 1, 1).expand(24, 3, 32, 32) / 255.0
+    tok = build_glyph_tokenizer(captions=["a red square"])
+    processor = glyph_clip_image_processor(32)
+    processor.do_normalize = False
+    training.train_glyph_clip(images, ["a red square"] * 24, tok, model=Recorder(), image_processor=processor,
+                              num_steps=5, batch_size=10, group_size=4)
+    for batch in seen:  # 10 rounds down to 2 whole groups of 4
+        assert len(batch) == 8
+        assert all(batch[i : i + 4] == list(range(batch[i], batch[i] + 4)) and batch[i] % 4 == 0
+                   for i in range(0, 8, 4))
+    with pytest.raises(ValueError, match="group_size"):
+        training.train_glyph_clip(images, ["a red square"] * 24, tok, model=Recorder(), group_size=5)

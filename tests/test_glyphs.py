@@ -175,3 +175,26 @@ def test_bad_input_names_argument_value_and_choices(kwargs, words):
         load_glyphs(**kwargs)
     for word in words:
         assert word in str(error.value), (word, str(error.value))
+
+
+def test_alternatives_keep_the_rest_of_the_spec_drawable():
+    from diffusion_canon.data.glyphs import _contrast, _MIN_CONTRAST, alternatives, glyph_specs, recaption
+
+    for spec in glyph_specs(num_images=80, seed=6):
+        for color in alternatives(spec, "color"):
+            assert color != spec.color and _contrast(COLORS[color], BACKGROUNDS[spec.background]) >= _MIN_CONTRAST
+        styles = alternatives(spec, "style")
+        assert spec.style not in styles and not set(styles) & set(HELD_OUT_STYLES)
+        assert set(styles) <= set(FONT_STYLES[spec.font])
+        fonts = alternatives(spec, "font")
+        assert spec.font not in fonts and all(spec.style in FONT_STYLES[f] for f in fonts)
+        assert not set(fonts) & set(HELD_OUT_FONTS)
+        assert len(alternatives(spec, "character")) == len(CHARACTERS) - 1
+        varied = recaption(spec, [6, 1], color=alternatives(spec, "color")[0])
+        assert varied.color in varied.caption.split() or varied.caption.split()[0] in ("letter", "digit", "capital",
+                                                                                         "uppercase")
+        assert recaption(spec, [6, 1]).caption == recaption(spec, [6, 1]).caption  # the seed fixes the words
+    assert alternatives(glyph_specs(1, split="held_out", fonts="cm-typewriter", styles="regular")[0], "style",
+                        split="held_out") == ("outline",)
+    with pytest.raises(ValueError, match="attribute must be one of"):
+        alternatives(glyph_specs(1)[0], "size")

@@ -21,26 +21,32 @@ def glyph_clip_config(
     num_layers: int = 2,
     num_heads: int = 2,
     projection_dim: int = 32,
+    vision_hidden_size: int | None = None,
+    vision_num_layers: int | None = None,
+    vision_num_heads: int | None = None,
 ) -> CLIPConfig:
-    """A CLIPConfig small enough to train on CPU in a minute: both towers ``num_layers`` x ``hidden_size``, the vision
-    tower a ViT over ``(image_size / patch_size)**2`` patches, the text tower sized to ``tokenizer`` (vocabulary,
-    special-token ids, ``model_max_length`` positions)."""
-    tower = dict(
-        hidden_size=hidden_size,
-        intermediate_size=4 * hidden_size,
-        num_hidden_layers=num_layers,
-        num_attention_heads=num_heads,
-        projection_dim=projection_dim,
-    )
+    """A CLIPConfig small enough to train on a CPU: both towers ``num_layers`` x ``hidden_size`` unless the vision
+    tower is given its own size (telling 36 characters apart takes a wider, deeper ViT than the caption's few attribute
+    words need), the vision tower a ViT over ``(image_size / patch_size)**2`` patches, the text tower sized to
+    ``tokenizer`` (vocabulary, special-token ids, ``model_max_length`` positions)."""
+
+    def tower(width: int, depth: int, heads: int) -> dict[str, int]:
+        return dict(hidden_size=width, intermediate_size=4 * width, num_hidden_layers=depth, num_attention_heads=heads,
+                    projection_dim=projection_dim)
+
     text_config = dict(
-        tower,
+        tower(hidden_size, num_layers, num_heads),
         vocab_size=len(tokenizer),
         max_position_embeddings=tokenizer.model_max_length,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,  # pooled at the first eos (not argmax of ids), so add_tokens is safe
         pad_token_id=tokenizer.pad_token_id,
     )
-    vision_config = dict(tower, image_size=image_size, patch_size=patch_size)
+    vision_config = dict(
+        tower(vision_hidden_size or hidden_size, vision_num_layers or num_layers, vision_num_heads or num_heads),
+        image_size=image_size,
+        patch_size=patch_size,
+    )
     return CLIPConfig(text_config=text_config, vision_config=vision_config, projection_dim=projection_dim)
 
 

@@ -25,6 +25,7 @@ through it. With several ``resolutions`` all sizes come from one master mask, so
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 from collections.abc import Iterable, Sequence
@@ -49,9 +50,11 @@ __all__ = [
     "HELD_OUT_STYLES",
     "SPLITS",
     "STYLES",
+    "alternatives",
     "font_path",
     "glyph_specs",
     "load_glyphs",
+    "recaption",
     "render_glyph",
 ]
 
@@ -277,6 +280,34 @@ def glyph_specs(
         caption = _caption(rng, character, font, style, color, background)
         specs.append(GlyphSpec(character, font, style, color, background, rotation, scale, shift, caption))
     return specs
+
+
+def alternatives(spec: GlyphSpec, attribute: str, split: str = "train") -> tuple[str, ...]:
+    """The other values ``attribute`` (``character``, ``color``, ``style`` or ``font``) can take in ``split`` with the
+    rest of ``spec`` kept: a colour must contrast with the paper, a style or font must be a pair the split draws.
+    Empty when there is none (a family with one face has no other style)."""
+    if attribute == "character":
+        values = CHARACTERS
+    elif attribute == "color":
+        values = tuple(c for c in COLORS if _contrast(COLORS[c], BACKGROUNDS[spec.background]) >= _MIN_CONTRAST)
+    elif attribute == "style":
+        values = _font_style_pairs(split, FONTS, STYLES).get(spec.font, ())
+    elif attribute == "font":
+        values = tuple(font for font, styles in _font_style_pairs(split, FONTS, STYLES).items() if spec.style in styles)
+    else:
+        raise ValueError(f"attribute must be one of ['character', 'color', 'style', 'font'], got {attribute!r}")
+    return tuple(value for value in values if value != getattr(spec, attribute))
+
+
+def recaption(spec: GlyphSpec, caption_seed: int | Sequence[int], **changes: str) -> GlyphSpec:
+    """``spec`` with ``changes`` applied (e.g. ``color="red"``) and a caption drawn from ``caption_seed``; the jitter
+    is kept. The same ``caption_seed`` picks the same template, so two specs recaptioned with one seed have captions
+    that differ mostly in the words of the attributes that differ: text-side hard negatives."""
+    spec = dataclasses.replace(spec, **changes)
+    rng = np.random.default_rng(caption_seed)
+    return dataclasses.replace(
+        spec, caption=_caption(rng, spec.character, spec.font, spec.style, spec.color, spec.background)
+    )
 
 
 def render_glyph(spec: GlyphSpec, resolutions: int | Sequence[int] = 32) -> dict[int, np.ndarray]:
