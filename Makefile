@@ -18,7 +18,7 @@ export PYTHONUNBUFFERED ?= 1
 
 PYTEST := $(BIN)/python -m pytest -q -p no:cacheprovider
 
-.PHONY: setup demo test test-slow test-latest lock bench models clean
+.PHONY: setup demo demo-train test test-slow test-latest lock bench models clean
 
 setup: $(STAMP)
 
@@ -51,6 +51,10 @@ test-latest:
 
 demo: $(STAMP)
 	$(BIN)/diffusion-canon demo --output outputs/demo
+
+# the gallery plus the sections that train models in-process (fine-tuning: about six more minutes on a 2-core CPU)
+demo-train: $(STAMP)
+	$(BIN)/diffusion-canon demo --output outputs/demo --train
 
 test: $(STAMP)
 	$(PYTEST) -m "not slow" --durations=15

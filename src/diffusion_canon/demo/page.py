@@ -7,7 +7,7 @@ import html
 
 from .section import DemoSection
 
-__all__ = ["error_html", "page_html", "section_html"]
+__all__ = ["error_html", "note_html", "page_html", "section_html"]
 
 
 def section_html(section: DemoSection, seconds: float) -> str:
@@ -29,6 +29,11 @@ def error_html(provider: str, error: str) -> str:
     """The box that takes a failed provider's place: its name and traceback, never a silently missing section."""
     title = f"{html.escape(provider)} failed"
     return f'<section class="error"><h2>{title}</h2><pre>{html.escape(error)}</pre></section>'
+
+
+def note_html(title: str, text: str) -> str:
+    """A plain box: what this run left out and how to build it."""
+    return f'<section class="note"><h2>{html.escape(title)}</h2><p>{html.escape(text)}</p></section>'
 
 
 def page_html(blocks: list[str]) -> str:
