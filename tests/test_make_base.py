@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+import numpy as np
 import pytest
 import torch
 from diffusers import StableDiffusionPipeline
@@ -38,3 +39,19 @@ def test_make_base_tiny_run_loads_in_diffusers(tmp_path):
     recipe = (out / "RECIPE.md").read_text()
     assert "diffusion-canon make-base" in recipe and "--unet_steps 2" in recipe
     assert (out / "README.md").is_file() and (out / "image_0.png").is_file()
+
+
+def test_ink_weights_are_one_on_the_paper_and_one_plus_the_weight_on_the_ink():
+    from diffusion_canon.data.glyphs import load_glyphs
+
+    ds = load_glyphs(32, seed=1, num_images=8)
+    images = torch.stack([torch.from_numpy(np.asarray(i)).permute(2, 0, 1) for i in ds["image"]])
+    images = images.float() / 127.5 - 1
+    weights = make_base.ink_weights(images, 10.0)
+    assert weights.shape == (8, 1, 32, 32)
+    # the border is paper: weight 1; the farthest pixel from it (pure ink): 11; in between for antialiased pixels
+    torch.testing.assert_close(weights[:, :, 0, :], torch.ones(8, 1, 32), atol=0.05, rtol=0)
+    torch.testing.assert_close(weights.amax(dim=(1, 2, 3)), torch.full((8,), 11.0))
+    assert ((weights >= 1) & (weights <= 11)).all()
+    # an image of paper only has no ink: weight 1 everywhere rather than a division by zero
+    assert (make_base.ink_weights(torch.zeros(1, 3, 8, 8), 10.0) == 1).all()
