@@ -17,8 +17,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--learning_rate", type=float, default=1e-3)
     parser.add_argument("--kl_weight", type=float, default=1e-4)
-    parser.add_argument("--vae_ink_weight", type=float, default=10.0, help="extra L1 weight on ink pixels (0: plain "
-                        "L1, which lets the VAE lose the ink colour)")
+    parser.add_argument("--vae_ink_weight", type=float, default=0.0, help="extra L1 weight on ink pixels; 0 (plain "
+                        "L1, what the shipped tiny-sd-glyphs used) lets the VAE lose the ink colour, 10 keeps it")
     parser.add_argument("--caption_dropout", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--dtype", default="fp16", choices=("bf16", "fp16", "fp32"), help="Dtype of the saved weights.")

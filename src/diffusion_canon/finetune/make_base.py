@@ -82,7 +82,8 @@ def train_vae(vae: AutoencoderKL, images: torch.Tensor, args: argparse.Namespace
     """min_phi E [w |x - D(z)|_1] / E[w] + beta KL(q(z|x) || N(0, I)), z ~ q(z|x), with the ink-weighted L1 of
     :func:`ink_weights` (``--vae_ink_weight``; 0 is plain L1). The ink is a tenth of a glyph image's pixels: under
     plain L1 the VAE reconstructs the paper and lets the ink drift to dark, the ink colour reading back right for 0.44
-    of held-out glyphs after 1200 steps; weighted by 10, 0.995 after 400 (benchmarks/RESULTS.md, T1)."""
+    of held-out glyphs after 1200 steps; weighted by 10, 0.995 after 400 (benchmarks/RESULTS.md, T1). The shipped base predates the
+    flag (plain L1), so it stays 0 by default until that base is retrained."""
     optimizer = torch.optim.AdamW(vae.parameters(), lr=args.learning_rate, weight_decay=0.0)
     generator = torch.Generator().manual_seed(args.seed)
     weights = ink_weights(images, args.vae_ink_weight)
