@@ -67,8 +67,8 @@ def train_glyph_clip(
     ``labels`` (attribute name -> class index per pair) adds, with weight ``label_weight``, the cross-entropy of a
     linear probe per attribute on both normalised embeddings, one probe shared by the two towers. A ViT this small
     learns character shapes from the contrastive signal alone very slowly (held-out hard-negative top-1 0.14 after
-    600 steps, the wrong character retrieved for 3 captions in 4; 0.655 and 1 in 9 with the probes); the probes make both embeddings carry each attribute linearly and
-    in the same place. They are dropped after training: the saved model is a plain ``CLIPModel``.
+    600 steps, the wrong character retrieved for 3 captions in 4; 0.655 and 1 in 9 with the probes); the probes
+    make both embeddings carry each attribute linearly and in the same place. They are dropped after training: the saved model is a plain ``CLIPModel``.
     """
     if len(images) != len(captions) or len(captions) < 2:
         raise ValueError(f"need as many images as captions (at least 2), got {len(images)} and {len(captions)}")
