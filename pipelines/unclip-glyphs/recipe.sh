@@ -5,12 +5,14 @@ OUT=${1:?usage: recipe.sh OUT_DIR}
 PY=${PYTHON:-.venv/bin/python}
 WORK=$OUT.work
 
-# 1. the tiny glyph CLIP (contrastive, text->image retrieval reported)
-$PY -m diffusion_canon.cli train-clip --output_dir "$WORK/clip"
+# 1. the glyph CLIP: contrastive with one-attribute hard negatives and attribute probes (retrieval.json reports top-1)
+$PY -m diffusion_canon.cli train-clip --output_dir "$WORK/clip" --hard_negatives --label_weight 1 --num_images 10000 \
+  --num_steps 2000 --batch_size 256 --learning_rate 1e-3 --projection_dim 64 --hidden_size 64 --num_layers 2 \
+  --vision_hidden_size 128 --vision_num_layers 4 --vision_num_heads 4 --patch_size 8 --num_eval_images 200
 # 2. the prior: text embedding -> image embedding (x0, cosine, 10% condition dropout, EMA)
 $PY training/train_unclip_prior.py --clip_model_path "$WORK/clip" --output_dir "$WORK/prior" --num_images 5000 \
-  --max_train_steps 2000 --train_batch_size 256 --learning_rate 3e-4 --lr_scheduler cosine --lr_warmup_steps 50 \
-  --use_ema --ema_decay 0.999 --checkpointing_steps 500 --seed 0
+  --max_train_steps 800 --train_batch_size 256 --learning_rate 3e-4 --lr_scheduler cosine --lr_warmup_steps 50 \
+  --use_ema --ema_decay 0.999 --checkpointing_steps 200 --seed 0
 # 3. the 32x32 decoder on frozen-CLIP image embeddings (+ caption tokens); ships CLIP and the prior with it
 $PY training/train_unclip_decoder.py --clip_model_path "$WORK/clip" --prior_model_path "$WORK/prior" --output_dir "$OUT" \
   --num_images 5000 --resolution 32 --model_channels 32 --channel_mult 1,2,2 --num_res_blocks 1 \

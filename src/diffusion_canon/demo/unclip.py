@@ -50,11 +50,13 @@ def unclip_section(output: Path, pipelines: Path) -> DemoSection:
     return DemoSection(
         title="unCLIP (Ramesh et al. 2022): text → CLIP image embedding → image",
         description=(
-            "UnCLIPPipeline = a tiny glyph CLIP, the diffusion prior p(z_i | y) and the decoder p(x | z_i, y): an "
+            "UnCLIPPipeline = a glyph CLIP trained with one-attribute hard negatives, the diffusion prior "
+            "p(z_i | y) and the decoder p(x | z_i, y): an "
             f"ADM U-Net at {side}×{side} with the CLIP image embedding added to its timestep embedding and projected "
             "into 4 context tokens next to the caption's token encodings. 25 prior steps (guidance 4), 25 decoder "
-            "steps (guidance 3). CPU-trained in minutes: expect the right colours and rough shapes more than "
-            "legible letters; see RECIPE.md and benchmarks/RESULTS.md (Q4)."
+            "steps (guidance 3). Measured on 216 held-out captions (benchmark T1): the asked ink colour 0.95, the "
+            "asked character 0.68; variations keep the character 0.63. The decoder (54 CPU minutes) is the limit: "
+            "fed the true image embedding it draws the right character 0.67–0.70 of the time (Q4)."
         ),
         images=[
             ("unclip_prompts.png", "two samples per prompt (columns): " + "; ".join(PROMPTS)),
