@@ -161,21 +161,17 @@ def test_shipped_defaults_fit_the_budget():
 
 
 def test_clip_recipe_flags_build_the_shipped_clip_towers():
-    """unclip-glyphs' train-clip flags, parsed by the CLI and built by ``glyph_clip_config``, give the shipped
+    """unclip-glyphs' train-clip flags, parsed by the CLI and built as ``train-clip`` builds them, give the shipped
     ``text_encoder`` / ``image_encoder`` configs in every field that shapes the network."""
     from transformers import CLIPTokenizer
 
     from diffusion_canon.cli import build_parser
-    from diffusion_canon.clip.glyph_clip import glyph_clip_config
+    from diffusion_canon.clip.training import clip_config_from_args
 
     shipped = ROOT / "pipelines" / "unclip-glyphs"
     (argv,) = [c[2:] for c in commands(shipped / "recipe.sh") if c[:2] == ["-m", "diffusion_canon.cli"]]
     args = build_parser("train-clip").parse_args([value if value != "X" else "out" for value in argv])
-    config = glyph_clip_config(
-        CLIPTokenizer.from_pretrained(shipped / "tokenizer"), image_size=args.resolution, patch_size=args.patch_size,
-        projection_dim=args.projection_dim, hidden_size=args.hidden_size, num_layers=args.num_layers,
-        vision_hidden_size=args.vision_hidden_size, vision_num_layers=args.vision_num_layers,
-        vision_num_heads=args.vision_num_heads)
+    config = clip_config_from_args(CLIPTokenizer.from_pretrained(shipped / "tokenizer"), args)
     fields = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "projection_dim")
     for tower, built in (("text_encoder", config.text_config), ("image_encoder", config.vision_config)):
         stored = stored_config(shipped / tower / "config.json")

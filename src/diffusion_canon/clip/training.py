@@ -230,6 +230,15 @@ def retrieval_scores(specs: Sequence[GlyphSpec], queries: Sequence[int], similar
     return scores
 
 
+def clip_config_from_args(tokenizer: Any, args: argparse.Namespace):
+    """The ``CLIPConfig`` that ``diffusion-canon train-clip``'s parsed flags ask for."""
+    return glyph_clip_config(
+        tokenizer, image_size=args.resolution, patch_size=args.patch_size, projection_dim=args.projection_dim,
+        hidden_size=args.hidden_size, num_layers=args.num_layers, vision_hidden_size=args.vision_hidden_size,
+        vision_num_layers=args.vision_num_layers, vision_num_heads=args.vision_num_heads,
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     from ..data.glyphs import CHARACTERS, COLORS, FONTS, STYLES, load_glyphs
     from ..data.tokenizer import build_glyph_tokenizer
@@ -250,11 +259,7 @@ def run(args: argparse.Namespace) -> int:
     labels = {name: [names.index(getattr(spec, name)) for spec in specs] for name, names in vocabularies.items()}
     # a different seed draws fresh renderings (new attribute draws and jitter) that training never saw
     held_out = load_glyphs(resolution=args.resolution, seed=args.seed + 1, num_images=args.num_eval_images)
-    config = glyph_clip_config(
-        tokenizer, image_size=args.resolution, patch_size=args.patch_size, projection_dim=args.projection_dim,
-        hidden_size=args.hidden_size, num_layers=args.num_layers, vision_hidden_size=args.vision_hidden_size,
-        vision_num_layers=args.vision_num_layers, vision_num_heads=args.vision_num_heads,
-    )
+    config = clip_config_from_args(tokenizer, args)
     model = train_glyph_clip(
         images,
         [spec.caption for spec in specs],
