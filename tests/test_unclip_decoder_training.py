@@ -1,5 +1,6 @@
 """training/train_unclip_decoder.py in-process: a tiny run saves a loadable UnCLIPPipeline whose decoder matches the
-CLIP it was trained on, and resuming from a mid-run checkpoint reproduces the uninterrupted run's weights exactly."""
+CLIP it was trained on, resuming from a mid-run checkpoint reproduces the uninterrupted run's weights exactly, and
+``--pretrained_decoder_path`` goes on from a saved folder's decoder."""
 
 import shutil
 
@@ -42,6 +43,25 @@ def test_tiny_run_saves_a_pipeline_then_exact_resume(clip_folder, tmp_path):
     again = UnCLIPPipeline.from_pretrained(resumed)
     for (name, a), b in zip(pipe.decoder.state_dict().items(), again.decoder.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+
+
+def test_training_goes_on_from_a_pretrained_decoder(clip_folder, tmp_path):
+    script = load_script("train_unclip_decoder")
+    script.main(argv(clip_folder, tmp_path / "first", "--checkpointing_steps", "0"))
+    first = UnCLIPPipeline.from_pretrained(tmp_path / "first").decoder
+    # at learning rate 0 the run keeps the loaded weights, so the output is the first decoder itself (its config, not
+    # the different --model_channels given; a fresh model would have other weights and 16 channels)
+    script.main(argv(clip_folder, tmp_path / "second", "--checkpointing_steps", "0", "--learning_rate", "0",
+                     "--max_train_steps", "1", "--model_channels", "16", "--seed", "1",
+                     "--pretrained_decoder_path", str(tmp_path / "first")))
+    second = UnCLIPPipeline.from_pretrained(tmp_path / "second").decoder
+    assert second.config.model_channels == 32
+    for (name, a), b in zip(first.state_dict().items(), second.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+    with pytest.raises(ValueError, match=r"--pretrained_decoder_path .*first: its decoder has .*'sample_size': 8.*"
+                                         r"--resolution need .*'sample_size': 16"):
+        script.main(argv(clip_folder, tmp_path / "third", "--resolution", "16", "--attention_resolutions", "8",
+                         "--pretrained_decoder_path", str(tmp_path / "first")))
 
 
 def test_bad_flags(clip_folder, tmp_path, capsys):

@@ -15,6 +15,8 @@ For classifier-free guidance the embedding is replaced by a learned null embeddi
 independently. Output: an ``UnCLIPPipeline`` folder (decoder with EMA weights when ``--use_ema``, its scheduler, the
 CLIP text and image towers, tokenizer, image processor, and the prior + its scheduler from ``--prior_model_path`` when
 given) loadable with ``DiffusionPipeline.from_pretrained(output_dir, trust_remote_code=True)``, and its model card.
+``--pretrained_decoder_path`` starts from such a folder's decoder instead of a new one: a second phase of training,
+with its own optimizer, learning-rate schedule and EMA.
 """
 
 from __future__ import annotations
@@ -54,6 +56,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     group = parser.add_argument_group("unCLIP decoder")
     group.add_argument("--clip_model_path", required=True, help="CLIP model + tokenizer + image processor folder.")
     group.add_argument("--prior_model_path", default=None, help="An UnCLIPPriorPipeline folder to ship alongside.")
+    group.add_argument("--pretrained_decoder_path", default=None,
+                       help="An UnCLIPPipeline folder whose decoder to go on training (a fresh optimizer and EMA); "
+                            "its config replaces the network flags.")
     group.add_argument("--resolution", type=int, default=32)
     group.add_argument("--num_images", type=int, default=5000, help="load_glyphs(split='train') images.")
     group.add_argument("--data_seed", type=int, default=0)
@@ -117,11 +122,14 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     # Model: ADM U-Net + image-embedding conditioning; learned Σ (2C outputs).
     text_config = clip.config.text_config
-    decoder = UnCLIPDecoderUNet2DModel(
-        out_channels=6, embedding_dim=clip.config.projection_dim, num_context_tokens=args.num_context_tokens,
-        context_dim=args.context_dim, text_hidden_size=0 if args.no_text else text_config.hidden_size,
-        num_text_tokens=0 if args.no_text else tokenizer.model_max_length, **network_kwargs(args),
-    )
+    widths = dict(embedding_dim=clip.config.projection_dim,
+                  text_hidden_size=0 if args.no_text else text_config.hidden_size,
+                  num_text_tokens=0 if args.no_text else tokenizer.model_max_length)
+    if args.pretrained_decoder_path:
+        decoder = pretrained_decoder(args.pretrained_decoder_path, dict(widths, sample_size=args.resolution))
+    else:
+        decoder = UnCLIPDecoderUNet2DModel(out_channels=6, num_context_tokens=args.num_context_tokens,
+                                           context_dim=args.context_dim, **widths, **network_kwargs(args))
     del clip
     if args.gradient_checkpointing:
         decoder.enable_gradient_checkpointing()
@@ -161,7 +169,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                 cast_for_storage(pipe, torch.float16)
             save_pipeline_folder(pipe, output_dir)
             write_model_card(
-                output_dir, "unclip_decoder", base_model=None, tags=["unclip", "text-to-image", "image-variation"],
+                output_dir, "unclip_decoder", base_model=args.pretrained_decoder_path,
+                tags=["unclip", "text-to-image", "image-variation"],
                 images=[image_grid(images, columns=min(len(images), 8))] if images else [],
                 repo_id=args.hub_model_id if args.push_to_hub else None, folder=args.output_dir,
                 steps=run.global_step, args=args,
@@ -169,6 +178,17 @@ def main(argv: Sequence[str] | None = None) -> None:
                 with_prior=bool(args.prior_model_path),
             )
     run.end()
+
+
+def pretrained_decoder(folder: str, widths: dict) -> UnCLIPDecoderUNet2DModel:
+    """The float32 decoder of an UnCLIPPipeline folder, checked to fit this run's CLIP, caption and resolution."""
+    decoder = UnCLIPDecoderUNet2DModel.from_pretrained(folder, subfolder="decoder", torch_dtype=torch.float32,
+                                                       use_safetensors=True)
+    found = {key: decoder.config[key] for key in widths}
+    if found != widths:
+        raise ValueError(f"--pretrained_decoder_path {folder}: its decoder has {found}, but this run's CLIP, "
+                         f"caption and --resolution need {widths}")
+    return decoder
 
 
 @torch.no_grad()
