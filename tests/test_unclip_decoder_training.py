@@ -62,6 +62,8 @@ def test_training_goes_on_from_a_pretrained_decoder(clip_folder, tmp_path):
                                          r"--resolution need .*'sample_size': 16"):
         script.main(argv(clip_folder, tmp_path / "third", "--resolution", "16", "--attention_resolutions", "8",
                          "--pretrained_decoder_path", str(tmp_path / "first")))
+    with pytest.raises(ValueError, match=r"--pretrained_decoder_path .*missing: not an UnCLIPPipeline folder"):
+        script.main(argv(clip_folder, tmp_path / "fourth", "--pretrained_decoder_path", str(tmp_path / "missing")))
 
 
 def test_bad_flags(clip_folder, tmp_path, capsys):

@@ -109,28 +109,30 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     run = TrainingRun(args, "unclip-decoder")
 
-    # Data: glyph images in [-1, 1] and their frozen-CLIP conditions.
     clip = CLIPModel.from_pretrained(args.clip_model_path).eval()
     tokenizer = CLIPTokenizer.from_pretrained(args.clip_model_path)
     processor = CLIPImageProcessor.from_pretrained(args.clip_model_path)
-    clip_resolution = processor.crop_size["height"]
-    sides = sorted({args.resolution, clip_resolution})
-    train = load_glyphs(sides[-1], seed=args.data_seed, split="train", num_images=args.num_images, resolutions=sides)
-    pairs = encode_pairs(clip, tokenizer, processor, list(train[f"image_{clip_resolution}"]), list(train["caption"]))
-    conditions = {key: pairs[key] for key in (("image_embeds",) if args.no_text else ("image_embeds", "tokens"))}
-    dataset = DecoderDataset(list(train[f"image_{args.resolution}"]), conditions, args.resolution)
 
-    # Model: ADM U-Net + image-embedding conditioning; learned Σ (2C outputs).
-    text_config = clip.config.text_config
+    # Model: ADM U-Net + image-embedding conditioning; learned Σ (2C outputs). Built first, so that a pretrained
+    # decoder that does not fit fails before CLIP encodes the data.
     widths = dict(embedding_dim=clip.config.projection_dim,
-                  text_hidden_size=0 if args.no_text else text_config.hidden_size,
+                  text_hidden_size=0 if args.no_text else clip.config.text_config.hidden_size,
                   num_text_tokens=0 if args.no_text else tokenizer.model_max_length)
     if args.pretrained_decoder_path:
         decoder = pretrained_decoder(args.pretrained_decoder_path, dict(widths, sample_size=args.resolution))
     else:
         decoder = UnCLIPDecoderUNet2DModel(out_channels=6, num_context_tokens=args.num_context_tokens,
                                            context_dim=args.context_dim, **widths, **network_kwargs(args))
+
+    # Data: glyph images in [-1, 1] and their frozen-CLIP conditions.
+    clip_resolution = processor.crop_size["height"]
+    sides = sorted({args.resolution, clip_resolution})
+    train = load_glyphs(sides[-1], seed=args.data_seed, split="train", num_images=args.num_images, resolutions=sides)
+    pairs = encode_pairs(clip, tokenizer, processor, list(train[f"image_{clip_resolution}"]), list(train["caption"]))
+    conditions = {key: pairs[key] for key in (("image_embeds",) if args.no_text else ("image_embeds", "tokens"))}
+    dataset = DecoderDataset(list(train[f"image_{args.resolution}"]), conditions, args.resolution)
     del clip
+
     if args.gradient_checkpointing:
         decoder.enable_gradient_checkpointing()
     scheduler = diffusion_scheduler(args, "learned_range")
@@ -182,8 +184,12 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 def pretrained_decoder(folder: str, widths: dict) -> UnCLIPDecoderUNet2DModel:
     """The float32 decoder of an UnCLIPPipeline folder, checked to fit this run's CLIP, caption and resolution."""
-    decoder = UnCLIPDecoderUNet2DModel.from_pretrained(folder, subfolder="decoder", torch_dtype=torch.float32,
-                                                       use_safetensors=True)
+    try:
+        decoder = UnCLIPDecoderUNet2DModel.from_pretrained(folder, subfolder="decoder", torch_dtype=torch.float32,
+                                                           use_safetensors=True)
+    except OSError as error:  # no such folder, no decoder/ in it, or no safetensors weights
+        raise ValueError(f"--pretrained_decoder_path {folder}: not an UnCLIPPipeline folder with a decoder/ of "
+                         f"safetensors weights ({error})") from None
     found = {key: decoder.config[key] for key in widths}
     if found != widths:
         raise ValueError(f"--pretrained_decoder_path {folder}: its decoder has {found}, but this run's CLIP, "
