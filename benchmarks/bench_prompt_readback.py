@@ -6,6 +6,9 @@ Held-out prompts are the glyph world's ``validation`` captions (renders and attr
 - **character** by the glyph classifier (``evaluation.predict_glyphs``), on every prompt;
 - **ink colour** by ``evaluation.read_ink_colors``, on the prompts that name their ink colour.
 
+For Stable Diffusion folders the real renderings are also read back after a round trip through the VAE (encoded to
+the posterior mean and decoded): what survives the latent space.
+
 For unCLIP, **variations** of the prompts' real renderings are read back too: does a variation keep its input's
 character and colour? The real renderings' own read-back is the instrument's ceiling. The last line times two images
 at the settings used, after a warm-up call.
@@ -39,6 +42,15 @@ def readback(images: np.ndarray, characters: list[str], colors: list[str], score
         "prompts": len(images),
         "color_scored": len(named),
     }
+
+
+@torch.no_grad()
+def vae_round_trip(vae, images: np.ndarray) -> np.ndarray:
+    """``images`` (N, H, W, 3) in [0, 1] encoded (posterior mean) and decoded by ``vae``: what of the character and
+    ink colour survives the latent space, the most a latent diffusion model on it can draw from a real rendering."""
+    pixels = torch.from_numpy(images).permute(0, 3, 1, 2).to(vae.dtype) * 2 - 1
+    decoded = vae.decode(vae.encode(pixels).latent_dist.mode()).sample
+    return ((decoded.float().clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).numpy()
 
 
 def load(folder: str):
@@ -85,6 +97,8 @@ def main(argv=None) -> dict:
 
     results: dict = {"settings": vars(args), "dtypes_after_plain_load": dtypes,
                      "real renderings": readback(real, characters, colors, names_color, classifier)}
+    if is_sd:
+        results["vae round trip"] = readback(vae_round_trip(pipe.vae, real), characters, colors, names_color, classifier)
     start = time.perf_counter()
     images = np.concatenate([sample(captions[i : i + args.batch_size], args.seed + i)
                              for i in range(0, len(captions), args.batch_size)])

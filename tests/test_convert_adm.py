@@ -205,7 +205,7 @@ def test_half_precision_output(tmp_path):
     output = convert_adm_checkpoint(
         checkpoint, tmp_path / "pipe", repo="guided-diffusion", model_flags_string=case["flags"], dtype="bfloat16"
     )
-    unet = ADMPipeline.from_pretrained(output, torch_dtype=torch.bfloat16).unet
+    unet = ADMPipeline.from_pretrained(output, dtype=torch.bfloat16).unet
     assert {p.dtype for p in unet.parameters()} == {torch.bfloat16}
     generator = torch.Generator().manual_seed(case["seed"] + 1000)
     x = torch.randn(2, 3, case["size"], case["size"], generator=generator)

@@ -45,7 +45,7 @@ def test_ink_weights_are_one_on_the_paper_and_one_plus_the_weight_on_the_ink():
     from diffusion_canon.data.glyphs import load_glyphs
 
     ds = load_glyphs(32, seed=1, num_images=8)
-    images = torch.stack([torch.from_numpy(np.asarray(i)).permute(2, 0, 1) for i in ds["image"]])
+    images = torch.stack([torch.from_numpy(np.array(i)).permute(2, 0, 1) for i in ds["image"]])
     images = images.float() / 127.5 - 1
     weights = make_base.ink_weights(images, 10.0)
     assert weights.shape == (8, 1, 32, 32)
@@ -55,3 +55,43 @@ def test_ink_weights_are_one_on_the_paper_and_one_plus_the_weight_on_the_ink():
     assert ((weights >= 1) & (weights <= 11)).all()
     # an image of paper only has no ink: weight 1 everywhere rather than a division by zero
     assert (make_base.ink_weights(torch.zeros(1, 3, 8, 8), 10.0) == 1).all()
+
+
+def tiny_clip_text_encoder(folder, vocab_size: int, hidden_size: int = 32):
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from diffusion_canon.data.tokenizer import build_glyph_tokenizer
+
+    tokenizer = build_glyph_tokenizer()
+    model = CLIPTextModel(CLIPTextConfig(
+        vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=64, num_hidden_layers=1,
+        num_attention_heads=2, max_position_embeddings=tokenizer.model_max_length, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id))
+    model.save_pretrained(folder, safe_serialization=True)
+    return tokenizer, model
+
+
+def test_text_encoder_path_is_checked_before_training(tmp_path):
+    with pytest.raises(ValueError, match="--text_encoder_path .*missing.* must be a folder with a CLIPTextModel"):
+        make_base.run(parse(["--text_encoder_path", str(tmp_path / "missing")]))
+    tiny_clip_text_encoder(tmp_path / "other-vocab", vocab_size=50)
+    with pytest.raises(ValueError, match="reads 50 tokens .* the glyph tokenizer needs 673 tokens"):
+        make_base.run(parse(["--text_encoder_path", str(tmp_path / "other-vocab")]))
+
+
+@pytest.mark.slow
+def test_make_base_conditions_on_a_given_text_encoder_and_keeps_it_frozen(tmp_path):
+    tokenizer, given = tiny_clip_text_encoder(tmp_path / "clip", vocab_size=673, hidden_size=32)
+    out = tmp_path / "base"
+    args = parse(["--output_dir", str(out), "--resolution", "16", "--num_images", "32", "--vae_steps", "2",
+                  "--unet_steps", "3", "--batch_size", "8", "--num_inference_steps", "2", "--lr_scheduler", "cosine",
+                  "--text_encoder_path", str(tmp_path / "clip")])
+    assert args.func(args) == 0
+    pipe = StableDiffusionPipeline.from_pretrained(str(out))
+    assert pipe.unet.config.cross_attention_dim == 32  # the given encoder's width, not the default 64
+    assert pipe.tokenizer.get_vocab() == tokenizer.get_vocab()
+    stored = load_file(str(out / "text_encoder" / "model.safetensors"))
+    for name, tensor in given.state_dict().items():  # untouched by training, and kept float32 (cast_for_storage)
+        torch.testing.assert_close(stored[name], tensor, atol=0, rtol=0)
+    assert "--text_encoder_path" in (out / "RECIPE.md").read_text()
+    assert f"frozen text encoder of `{tmp_path / 'clip'}`" in (out / "README.md").read_text()

@@ -185,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 def pretrained_decoder(folder: str, widths: dict) -> UnCLIPDecoderUNet2DModel:
     """The float32 decoder of an UnCLIPPipeline folder, checked to fit this run's CLIP, caption and resolution."""
     try:
-        decoder = UnCLIPDecoderUNet2DModel.from_pretrained(folder, subfolder="decoder", torch_dtype=torch.float32,
+        decoder = UnCLIPDecoderUNet2DModel.from_pretrained(folder, subfolder="decoder", dtype=torch.float32,
                                                            use_safetensors=True)
     except OSError as error:  # no such folder, no decoder/ in it, or no safetensors weights
         raise ValueError(f"--pretrained_decoder_path {folder}: not an UnCLIPPipeline folder with a decoder/ of "

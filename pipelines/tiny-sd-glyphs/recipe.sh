@@ -4,6 +4,8 @@ set -euo pipefail
 OUT=${1:?usage: recipe.sh OUT_DIR}
 PY=${PYTHON:-.venv/bin/python}
 
-# glyph BPE tokenizer, AutoencoderKL (1200 steps), UNet2DConditionModel + CLIPTextModel (3000 steps), fp16 folder
-$PY -m diffusion_canon.cli make-base --output_dir "$OUT" --resolution 32 --num_images 5000 --vae_steps 1200 \
-  --unet_steps 3000 --batch_size 64 --learning_rate 1e-3 --kl_weight 1e-4 --caption_dropout 0.1 --seed 0 --dtype fp16
+# glyph BPE tokenizer; AutoencoderKL with the ink-weighted L1 (2000 steps); UNet2DConditionModel (8000 steps) on the
+# frozen hard-negative glyph CLIP text tower of pipelines/unclip-glyphs; both stages cosine-decayed; fp16 folder
+$PY -m diffusion_canon.cli make-base --output_dir "$OUT" --resolution 32 --num_images 5000 --vae_steps 2000 \
+  --vae_ink_weight 3 --unet_steps 8000 --lr_scheduler cosine --batch_size 64 --learning_rate 1e-3 --kl_weight 1e-4 \
+  --caption_dropout 0.1 --seed 0 --dtype fp16 --text_encoder_path pipelines/unclip-glyphs/text_encoder

@@ -6,8 +6,11 @@ textual inversion have genuinely new subjects):
 1. the glyph BPE tokenizer (``build_glyph_tokenizer``), CLIP format;
 2. an ``AutoencoderKL`` (4x downsampling, 4 latent channels): L1 reconstruction + beta KL(q(z|x) || N(0, I)); the
    latent scaling factor is then set to 1 / std(z) as in Stable Diffusion;
-3. a ``UNet2DConditionModel`` and a ``CLIPTextModel``, trained together from scratch with the epsilon-prediction loss
-   on the VAE latents; 10% of captions are dropped to "" so classifier-free guidance works.
+3. a ``UNet2DConditionModel`` trained from scratch with the epsilon-prediction loss on the VAE latents, conditioned on
+   a ``CLIPTextModel``; 10% of captions are dropped to "" so classifier-free guidance works. The text encoder is
+   either trained together with the UNet from scratch, or (``--text_encoder_path``) a given one, kept frozen: the
+   shipped base uses the hard-negative glyph CLIP of ``pipelines/unclip-glyphs``, whose embeddings tell characters
+   and colours apart, where one learnt only through the denoising loss mostly does not (benchmarks/RESULTS.md, T1).
 
 Saved as a ``StableDiffusionPipeline`` folder (fp16 safetensors by default) with a DDIM scheduler, RECIPE.md (the
 exact command) and a model card. Runs on a CPU in minutes at the default sizes.
@@ -26,6 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNet2DConditionModel
+from diffusers.optimization import get_scheduler
 from transformers import CLIPTextConfig, CLIPTextModel
 
 from ..pipelines.hub import cast_for_storage
@@ -61,6 +65,22 @@ def tiny_text_encoder(tokenizer) -> CLIPTextModel:
     ))
 
 
+def pretrained_text_encoder(path: str, tokenizer) -> CLIPTextModel:
+    """The frozen float32 ``CLIPTextModel`` in folder ``path`` (``--text_encoder_path``), refused with a ValueError
+    unless it is a safetensors CLIP text model that reads the glyph tokenizer's ids at its caption length."""
+    if not os.path.isfile(os.path.join(path, "config.json")) or not any(
+            name.endswith(".safetensors") for name in os.listdir(path)):
+        raise ValueError(f"--text_encoder_path {path!r} must be a folder with a CLIPTextModel's config.json and "
+                         "safetensors weights (such as pipelines/unclip-glyphs/text_encoder)")
+    text_encoder = CLIPTextModel.from_pretrained(path, use_safetensors=True, dtype=torch.float32)
+    config = text_encoder.config
+    if config.vocab_size != len(tokenizer) or config.max_position_embeddings < tokenizer.model_max_length:
+        raise ValueError(
+            f"--text_encoder_path {path!r} reads {config.vocab_size} tokens and {config.max_position_embeddings} "
+            f"positions; the glyph tokenizer needs {len(tokenizer)} tokens and {tokenizer.model_max_length} positions")
+    return text_encoder.requires_grad_(False).eval()
+
+
 def glyph_tensors(resolution: int, num_images: int, seed: int) -> tuple[torch.Tensor, list[str]]:
     """(N, 3, R, R) images in [-1, 1] and their captions, from the ``train`` split (held-out fonts excluded)."""
     from ..data.glyphs import load_glyphs
@@ -81,10 +101,11 @@ def ink_weights(images: torch.Tensor, ink_weight: float) -> torch.Tensor:
 def train_vae(vae: AutoencoderKL, images: torch.Tensor, args: argparse.Namespace) -> None:
     """min_phi E [w |x - D(z)|_1] / E[w] + beta KL(q(z|x) || N(0, I)), z ~ q(z|x), with the ink-weighted L1 of
     :func:`ink_weights` (``--vae_ink_weight``; 0 is plain L1). The ink is a tenth of a glyph image's pixels: under
-    plain L1 the VAE reconstructs the paper and lets the ink drift to dark, the ink colour reading back right for 0.44
-    of held-out glyphs after 1200 steps; weighted by 10, 0.995 after 400 (benchmarks/RESULTS.md, T1). The shipped base predates the
-    flag (plain L1), so it stays 0 by default until that base is retrained."""
+    plain L1 the VAE reconstructs the paper and lets the ink drift to dark: after 1200 steps the ink colour of held-out
+    glyphs reads back right for 0.45 of them, weighted by 3 (and a cosine learning rate) for 0.995
+    (benchmarks/RESULTS.md, T1)."""
     optimizer = torch.optim.AdamW(vae.parameters(), lr=args.learning_rate, weight_decay=0.0)
+    lr_schedule = get_scheduler(args.lr_scheduler, optimizer, num_warmup_steps=0, num_training_steps=args.vae_steps)
     generator = torch.Generator().manual_seed(args.seed)
     weights = ink_weights(images, args.vae_ink_weight)
     for step in range(args.vae_steps):
@@ -96,6 +117,7 @@ def train_vae(vae: AutoencoderKL, images: torch.Tensor, args: argparse.Namespace
         loss = l1 + args.kl_weight * posterior.kl().mean() / batch[0].numel()
         loss.backward()
         optimizer.step()
+        lr_schedule.step()
         optimizer.zero_grad(set_to_none=True)
         if step % 100 == 0 or step == args.vae_steps - 1:
             logger.info("vae step %d loss %.4f", step, loss.item())
@@ -110,32 +132,37 @@ def encode_all(vae: AutoencoderKL, images: torch.Tensor, batch_size: int = 256) 
 
 def train_unet(unet, text_encoder, tokenizer, latent_params: torch.Tensor, captions: list[str],
                scheduler: DDPMScheduler, scaling_factor: float, args: argparse.Namespace) -> None:
-    """min E || eps - eps_theta(z_t, t, c(y)) ||^2 with y dropped to "" with probability ``caption_dropout``."""
+    """min E || eps - eps_theta(z_t, t, c(y)) ||^2 with y dropped to "" with probability ``caption_dropout``; the text
+    encoder trains with the UNet unless it is frozen, in which case every caption is encoded once, up front."""
     from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 
-    params = [*unet.parameters(), *text_encoder.parameters()]
+    params = [p for p in [*unet.parameters(), *text_encoder.parameters()] if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=args.learning_rate, weight_decay=1e-2)
-    lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / 100))
+    lr_schedule = get_scheduler(args.lr_scheduler, optimizer, num_warmup_steps=100, num_training_steps=args.unet_steps)
     generator = torch.Generator().manual_seed(args.seed + 1)
     token_ids = tokenizer(captions + [""], padding="max_length", truncation=True,
                           max_length=tokenizer.model_max_length, return_tensors="pt").input_ids
-    empty = token_ids[-1]
+    frozen = not any(p.requires_grad for p in text_encoder.parameters())
+    if frozen:
+        with torch.no_grad():
+            contexts = torch.cat([text_encoder(ids)[0] for ids in token_ids.split(256)])
+    empty = len(captions)
     for step in range(args.unet_steps):
         index = torch.randint(0, len(captions), (args.batch_size,), generator=generator)
         latents = DiagonalGaussianDistribution(latent_params[index]).sample(generator) * scaling_factor
-        ids = token_ids[index].clone()
-        ids[torch.rand(args.batch_size, generator=generator) < args.caption_dropout] = empty
+        index = torch.where(torch.rand(args.batch_size, generator=generator) < args.caption_dropout, empty, index)
+        context = contexts[index] if frozen else text_encoder(token_ids[index])[0]
         noise = torch.randn(latents.shape, generator=generator)
         timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (args.batch_size,), generator=generator)
         noisy = scheduler.add_noise(latents, noise, timesteps)
-        loss = F.mse_loss(unet(noisy, timesteps, text_encoder(ids)[0]).sample, noise)
+        loss = F.mse_loss(unet(noisy, timesteps, context).sample, noise)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         lr_schedule.step()
         optimizer.zero_grad(set_to_none=True)
         if step % 100 == 0 or step == args.unet_steps - 1:
-            logger.info("unet step %d loss %.4f", step, loss.item())
+            logger.info("unet step %d loss %.4f lr %.2e", step, loss.item(), lr_schedule.get_last_lr()[0])
 
 
 def run(args: argparse.Namespace) -> int:
@@ -146,8 +173,10 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.manual_seed(args.seed)
     start = time.time()
-    images, captions = glyph_tensors(args.resolution, args.num_images, args.seed)
     tokenizer = build_glyph_tokenizer()
+    text_encoder = (pretrained_text_encoder(args.text_encoder_path, tokenizer) if args.text_encoder_path
+                    else tiny_text_encoder(tokenizer))  # checked before hours of training, not after
+    images, captions = glyph_tensors(args.resolution, args.num_images, args.seed)
 
     vae = tiny_vae(args.resolution)
     train_vae(vae, images, args)
@@ -159,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
 
     scheduler = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
                               num_train_timesteps=1000, clip_sample=False)
-    unet, text_encoder = tiny_unet(args.resolution // 4, 64), tiny_text_encoder(tokenizer)
+    unet = tiny_unet(args.resolution // 4, text_encoder.config.hidden_size)
     train_unet(unet, text_encoder, tokenizer, latent_params, captions, scheduler, scaling_factor, args)
 
     from diffusers import StableDiffusionPipeline  # here, not at import: it loads transformers' image processors
@@ -176,7 +205,8 @@ def run(args: argparse.Namespace) -> int:
     samples = sample_grid(args.output_dir, args.resolution, args.num_inference_steps)
     write_model_card(args.output_dir, "tiny_sd_base", base_model=None, tags=["text-to-image", "glyphs"],
                      images=samples, resolution=args.resolution, vae_steps=args.vae_steps,
-                     unet_steps=args.unet_steps, num_images=args.num_images, minutes=round(minutes, 1))
+                     unet_steps=args.unet_steps, num_images=args.num_images, minutes=round(minutes, 1),
+                     text_encoder_path=args.text_encoder_path)
     logger.info("saved %s in %.1f min", args.output_dir, minutes)
     return 0
 
@@ -187,7 +217,7 @@ def sample_grid(folder: str, resolution: int, num_inference_steps: int) -> list:
 
     from ..image_grid import image_grid
 
-    pipeline = StableDiffusionPipeline.from_pretrained(folder, torch_dtype=torch.float32)
+    pipeline = StableDiffusionPipeline.from_pretrained(folder, dtype=torch.float32)
     pipeline.set_progress_bar_config(disable=True)
     prompts = ["a letter A", "a red bold serif letter Q", "the digit 7 in blue", "a letter K"]
     images = pipeline(prompts, num_inference_steps=num_inference_steps, height=resolution, width=resolution,

@@ -77,7 +77,7 @@ def base_pipeline(args, dtype: torch.dtype, **components: torch.nn.Module) -> St
     """The base as a pipeline in ``dtype`` (from ``--pretrained_model_name_or_path``, ``--revision``, ``--variant``),
     with any of its components replaced by ``components``."""
     return StableDiffusionPipeline.from_pretrained(
-        args.pretrained_model_name_or_path, revision=args.revision, variant=args.variant, torch_dtype=dtype,
+        args.pretrained_model_name_or_path, revision=args.revision, variant=args.variant, dtype=dtype,
         safety_checker=None, requires_safety_checker=False, **components,
     )
 
