@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from diffusion_canon.data.glyphs import load_glyphs
-from diffusion_canon.evaluation import load_glyph_classifier, predict_glyphs, read_ink_colors
+from diffusion_canon.evaluation import load_glyph_classifier, predict_glyphs, read_ink_colors, vae_round_trip
 
 
 def readback(images: np.ndarray, characters: list[str], colors: list[str], scored: list[bool], classifier) -> dict:
@@ -42,15 +42,6 @@ def readback(images: np.ndarray, characters: list[str], colors: list[str], score
         "prompts": len(images),
         "color_scored": len(named),
     }
-
-
-@torch.no_grad()
-def vae_round_trip(vae, images: np.ndarray) -> np.ndarray:
-    """``images`` (N, H, W, 3) in [0, 1] encoded (posterior mean) and decoded by ``vae``: what of the character and
-    ink colour survives the latent space, the most a latent diffusion model on it can draw from a real rendering."""
-    pixels = torch.from_numpy(images).permute(0, 3, 1, 2).to(vae.dtype) * 2 - 1
-    decoded = vae.decode(vae.encode(pixels).latent_dist.mode()).sample
-    return ((decoded.float().clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).numpy()
 
 
 def load(folder: str):

@@ -27,7 +27,7 @@ def test_default_gallery_is_complete(tmp_path, capsys):
     assert all(f"[{n}/{len(demo.SECTIONS)}]" in printed for n in range(1, len(demo.SECTIONS) + 1))
     page = index.read_text()
     assert "make demo-train" in page and 'class="note"' in page  # what was left out, and how to build it
-    assert "The glyph world" in page and "glyph classifier" in page and "cFID" in page
+    assert "The glyph world" in page and "glyph classifier" in page and "cFID" in page and "tiny SD base" in page
     sources = re.findall(r'<img src="([^"]+)"', page)
     assert len(sources) >= 4
     for source in sources:

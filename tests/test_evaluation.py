@@ -223,3 +223,24 @@ def test_cfid_grows_monotonically_with_noise(real, real_other_seed):
 def test_cfid_needs_two_images():
     with pytest.raises(ValueError, match="images_b"):
         cfid(torch.rand(4, 3, 32, 32), torch.rand(1, 3, 32, 32))
+
+
+def test_style_head_reads_the_held_out_outline_style():
+    """The style read-back of textual inversion / LoRA of ``outline``: the held-out style in the training fonts is read
+    as outline, the other styles are not, and the character and font heads of the two-head classifier are untouched."""
+    from diffusion_canon.data import FONT_STYLES, STYLES
+
+    outline = load_glyphs(split="held_out", styles="outline", num_images=300, seed=0)
+    assert class_accuracy(outline["image"], ["outline"] * 300, head="style") >= 0.9
+    filled = load_glyphs(split="test", num_images=300, seed=0)  # every style but outline
+    prediction = predict_glyphs(filled["image"], load_glyph_classifier(styles=True))
+    assert np.mean([style == "outline" for style in prediction["style"]]) <= 0.05
+    assert np.mean([p == s for p, s in zip(prediction["style"], filled["style"])]) >= 0.8
+    assert set(load_glyph_classifier(styles=True).config.styles) == set(STYLES) >= set(FONT_STYLES["dejavu-sans"])
+    assert "style" not in predict_glyphs(filled["image"][:4])  # the default classifier has no style head
+    with pytest.raises(ValueError, match="needs a classifier with a style head"):
+        class_accuracy(filled["image"][:4], ["bold"] * 4, head="style", classifier=load_glyph_classifier())
+    with pytest.raises(ValueError, match="unknown style label 'hollow'"):
+        class_accuracy(filled["image"][:4], ["hollow"] * 4, head="style")
+    report = classifier_report(styles=True)
+    assert report["recipe"]["styles"] is True and report["held_out_style_accuracy"] >= 0.9

@@ -27,6 +27,7 @@ SECTIONS: list[str] = [
     "diffusion_canon.demo.few_step:few_step_section",
     "diffusion_canon.demo.cascade:cascade_section",
     "diffusion_canon.demo.unclip:unclip_section",
+    "diffusion_canon.demo.tiny_sd:tiny_sd_section",
 ]
 # Sections that train models in-process: `make demo-train` (``--train``) adds them.
 TRAINING_SECTIONS: list[str] = [

@@ -1,4 +1,5 @@
-"""Evaluation: the glyph classifier (trained offline, cached), class accuracy, cFID in its feature space, and the ink colour read back from the pixels."""
+"""Evaluation: the glyph classifier (trained offline, cached), class accuracy, cFID in its feature space, the ink
+colour read back from the pixels, and the round trip through a latent model's autoencoder."""
 
 from .frechet import cfid, frechet_distance, glyph_features
 from .glyph_classifier import (
@@ -12,6 +13,7 @@ from .glyph_classifier import (
 )
 from .images import images_to_tensor
 from .ink_color import color_accuracy, read_ink_colors
+from .latent_round_trip import vae_round_trip
 
 __all__ = [
     "GlyphClassifier",
@@ -27,4 +29,5 @@ __all__ = [
     "predict_glyphs",
     "read_ink_colors",
     "train_glyph_classifier",
+    "vae_round_trip",
 ]

@@ -1,4 +1,4 @@
-"""A small glyph classifier (character head + font head), trained offline on the glyph world.
+"""A small glyph classifier (character head + font head, optionally a style head), trained offline on the glyph world.
 
 It is the project's measuring instrument: :func:`class_accuracy` reads its character head, :func:`predict_glyphs`
 both heads, and cFID (:mod:`.frechet`) its penultimate features. It is trained on renders from the glyph world's
@@ -6,6 +6,10 @@ both heads, and cFID (:mod:`.frechet`) its penultimate features. It is trained o
 "test" and "held_out" splits at seed 0, draws it never saw. The weights are cached (safetensors, ``save_pretrained``
 layout) under ``$DIFFUSION_CANON_CACHE`` (default ``~/.cache/diffusion_canon``) and retrained when absent, which
 takes one to two minutes on one CPU core.
+
+The style head (``regular`` ... ``outline``) lives in a second cached classifier,
+``load_glyph_classifier(styles=True)``, trained by the same recipe with a third loss, so that the figures measured
+with the two-head classifier stay reproducible; ``class_accuracy(..., head="style")`` loads it.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
-from ..data.glyphs import CHARACTERS, FONTS, HELD_OUT_FONTS, glyph_specs, render_glyph
+from ..data.glyphs import CHARACTERS, FONTS, HELD_OUT_FONTS, STYLES, glyph_specs, render_glyph
 from .images import ImageBatch, images_to_tensor
 
 __all__ = [
@@ -41,15 +45,18 @@ logger = logging.getLogger(__name__)
 
 # Bump when the architecture or the recipe changes: a cached classifier from another recipe is never reused.
 _RECIPE_VERSION = 2
+_STYLES_RECIPE_VERSION = 1  # the classifier with a style head: the same recipe and seed, plus the style loss
+HEADS = ("character", "font", "style")
 _RECIPE = {"seed": 1234, "train_images": 7000, "held_out_images": 3000, "epochs": 6, "batch_size": 128, "lr": 3e-3}
 
 
 class GlyphClassifier(ModelMixin, ConfigMixin):
     """Tiny CNN: a stride-2 stem, three conv stages (the last two halve the resolution again), global average
-    pooling, a feature layer and two linear heads.
+    pooling, a feature layer and two linear heads, three when ``styles`` names the glyph styles.
 
     Input ``(N, 3, resolution, resolution)`` in [0, 1]; ``forward`` returns character logits ``(N, C)``, font logits
-    ``(N, F)`` and the penultimate features ``(N, feature_dim)`` used by cFID.
+    ``(N, F)`` and the penultimate features ``(N, feature_dim)`` used by cFID; ``style_head(features)`` gives the
+    style logits ``(N, S)``.
     """
 
     @register_to_config
@@ -60,6 +67,7 @@ class GlyphClassifier(ModelMixin, ConfigMixin):
         resolution: int = 32,
         channels: tuple[int, ...] = (32, 64, 96),
         feature_dim: int = 64,
+        styles: tuple[str, ...] = (),
     ):
         super().__init__()
         # the stem already halves the resolution: 32x32 glyphs are legible at 16x16 features, at half the compute
@@ -75,6 +83,7 @@ class GlyphClassifier(ModelMixin, ConfigMixin):
         self.features = nn.Sequential(nn.Linear(width, feature_dim), nn.ReLU())
         self.character_head = nn.Linear(feature_dim, len(characters))
         self.font_head = nn.Linear(feature_dim, len(fonts))
+        self.style_head = nn.Linear(feature_dim, len(styles)) if styles else None
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         features = self.features(self.encoder(images * 2 - 1))
@@ -96,19 +105,20 @@ def glyph_cache_dir() -> Path:
 
 
 @functools.cache
-def load_glyph_classifier(cache_dir: str | os.PathLike | None = None) -> GlyphClassifier:
-    """The cached glyph classifier, trained (and cached) first if absent. Loaded once per process.
+def load_glyph_classifier(cache_dir: str | os.PathLike | None = None, styles: bool = False) -> GlyphClassifier:
+    """The cached glyph classifier (with a style head if ``styles``), trained (and cached) first if absent. Loaded
+    once per process.
 
     Concurrent processes (e.g. parallel test runs) wait on a file lock instead of training twice.
     """
     from filelock import FileLock
 
-    folder = _classifier_folder(cache_dir)
+    folder = _classifier_folder(cache_dir, styles)
     folder.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(folder) + ".lock"):
         if not (folder / "config.json").exists():
             logger.warning("training the glyph classifier (once, a minute or two on a CPU) into %s", folder)
-            model, report = train_glyph_classifier()
+            model, report = train_glyph_classifier(styles=True) if styles else train_glyph_classifier()
             staging = folder.with_name(folder.name + f".tmp-{os.getpid()}")
             model.save_pretrained(staging)
             (staging / "training.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -116,14 +126,15 @@ def load_glyph_classifier(cache_dir: str | os.PathLike | None = None) -> GlyphCl
     return GlyphClassifier.from_pretrained(folder).eval()
 
 
-def classifier_report(cache_dir: str | os.PathLike | None = None) -> dict:
+def classifier_report(cache_dir: str | os.PathLike | None = None, styles: bool = False) -> dict:
     """Training time and held-out accuracies recorded when the cached classifier was trained."""
-    load_glyph_classifier(cache_dir)
-    return json.loads((_classifier_folder(cache_dir) / "training.json").read_text())
+    load_glyph_classifier(cache_dir, styles)
+    return json.loads((_classifier_folder(cache_dir, styles) / "training.json").read_text())
 
 
-def _classifier_folder(cache_dir: str | os.PathLike | None) -> Path:
-    return Path(cache_dir or glyph_cache_dir()) / f"glyph-classifier-v{_RECIPE_VERSION}"
+def _classifier_folder(cache_dir: str | os.PathLike | None, styles: bool = False) -> Path:
+    name = f"glyph-classifier-styles-v{_STYLES_RECIPE_VERSION}" if styles else f"glyph-classifier-v{_RECIPE_VERSION}"
+    return Path(cache_dir or glyph_cache_dir()) / name
 
 
 def train_glyph_classifier(
@@ -134,13 +145,16 @@ def train_glyph_classifier(
     batch_size: int = _RECIPE["batch_size"],
     lr: float = _RECIPE["lr"],
     evaluation_images: int = 1000,
+    styles: bool = False,
 ) -> tuple[GlyphClassifier, dict]:
     """Train a classifier from scratch on fresh renders; deterministic given ``seed`` (and the thread count).
 
     ``held_out_images`` are split evenly between the whole "held_out" split (mostly the outline style) and the
     held-out fonts alone, so that the held-out font is seen in every style it has.
 
-    Returns the model (eval mode) and a report: recipe, seconds spent, character/font accuracy on
+    ``styles`` adds the style head and its loss; the other heads see the same renders in the same order.
+
+    Returns the model (eval mode) and a report: recipe, seconds spent, character/font (and style) accuracy on
     ``evaluation_images`` renders of the "test" and "held_out" splits at seed 0 (never seen in training).
     """
     if seed == 0:
@@ -151,11 +165,11 @@ def train_glyph_classifier(
         _render("held_out", seed, held_out_images // 2),
         _render("held_out", seed + 1, held_out_images - held_out_images // 2, fonts=HELD_OUT_FONTS),
     ]
-    images, characters, fonts = (torch.cat(column) for column in zip(*parts))
+    images, characters, fonts, glyph_styles = (torch.cat(column) for column in zip(*parts))
     render_seconds = time.perf_counter() - start
 
     torch.manual_seed(seed)
-    model = GlyphClassifier()
+    model = GlyphClassifier(styles=STYLES) if styles else GlyphClassifier()
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     steps_per_epoch = len(images) // batch_size
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, lr, total_steps=epochs * steps_per_epoch)
@@ -165,8 +179,10 @@ def train_glyph_classifier(
         order = torch.randperm(len(images), generator=shuffle)
         for step in range(steps_per_epoch):
             index = order[step * batch_size : (step + 1) * batch_size]
-            character_logits, font_logits, _ = model(images[index])
+            character_logits, font_logits, features = model(images[index])
             loss = F.cross_entropy(character_logits, characters[index]) + F.cross_entropy(font_logits, fonts[index])
+            if styles:
+                loss = loss + F.cross_entropy(model.style_head(features), glyph_styles[index])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -174,45 +190,56 @@ def train_glyph_classifier(
     model.eval()
     report = {
         "recipe": {
-            "version": _RECIPE_VERSION,
+            "version": _STYLES_RECIPE_VERSION if styles else _RECIPE_VERSION,
             "seed": seed,
             "train_images": train_images,
             "held_out_images": held_out_images,
             "epochs": epochs,
             "batch_size": batch_size,
             "lr": lr,
+            "styles": styles,
         },
         "torch_threads": torch.get_num_threads(),
         "render_seconds": round(render_seconds, 2),
         "train_seconds": round(time.perf_counter() - start, 2),
     }
     for split in ("test", "held_out"):
-        eval_images, eval_characters, eval_fonts = _render(split, 0, evaluation_images)
-        character_logits, font_logits, _ = model.run(eval_images)
+        eval_images, eval_characters, eval_fonts, eval_styles = _render(split, 0, evaluation_images)
+        character_logits, font_logits, features = model.run(eval_images)
         report[f"{split}_character_accuracy"] = float((character_logits.argmax(1) == eval_characters).float().mean())
         report[f"{split}_font_accuracy"] = float((font_logits.argmax(1) == eval_fonts).float().mean())
+        if styles:
+            style_logits = model.style_head(features)
+            report[f"{split}_style_accuracy"] = float((style_logits.argmax(1) == eval_styles).float().mean())
     report["evaluation"] = {"seed": 0, "num_images": evaluation_images}
     return model, report
 
 
 def predict_glyphs(images: ImageBatch, classifier: GlyphClassifier | None = None) -> dict:
-    """Read characters and fonts off images.
+    """Read characters and fonts (and styles, when ``classifier`` has a style head) off images.
 
     Returns:
         ``{"character": list[str], "font": list[str], "label": LongTensor (N,) index into CHARACTERS,
-        "character_probability": (N,), "font_probability": (N,)}`` (probabilities of the predicted classes).
+        "character_probability": (N,), "font_probability": (N,)}`` (probabilities of the predicted classes), plus
+        ``"style"`` and ``"style_probability"`` from a style head.
     """
     classifier = classifier or load_glyph_classifier()
-    character_logits, font_logits, _ = classifier.run(images)
+    character_logits, font_logits, features = classifier.run(images)
     character_probability, label = character_logits.softmax(1).max(1)
     font_probability, font = font_logits.softmax(1).max(1)
-    return {
+    prediction = {
         "character": [classifier.config.characters[i] for i in label.tolist()],
         "font": [classifier.config.fonts[i] for i in font.tolist()],
         "label": label,
         "character_probability": character_probability,
         "font_probability": font_probability,
     }
+    if classifier.style_head is not None:
+        with torch.no_grad():
+            style_probability, style = classifier.style_head(features).softmax(1).max(1)
+        prediction["style"] = [classifier.config.styles[i] for i in style.tolist()]
+        prediction["style_probability"] = style_probability
+    return prediction
 
 
 def class_accuracy(
@@ -224,16 +251,24 @@ def class_accuracy(
         images: a batch (list of PIL, np ``(N, H, W, C)`` or torch ``(N, C, H, W)``, values in [0, 1]).
         labels: ``N`` class indices (ints, tensor or array) or names: characters for ``head="character"``
             (indices into :data:`CHARACTERS`, the ``label`` column of :func:`load_glyphs`), font names for
-            ``head="font"``.
-        head: ``"character"`` or ``"font"``.
+            ``head="font"``, style names for ``head="style"``.
+        head: ``"character"``, ``"font"`` or ``"style"`` (by default read by ``load_glyph_classifier(styles=True)``).
+        classifier: the classifier to read; it needs a style head for ``head="style"``.
     """
-    if head not in ("character", "font"):
-        raise ValueError(f"head must be 'character' or 'font', got {head!r}")
-    classifier = classifier or load_glyph_classifier()
-    names = classifier.config.characters if head == "character" else classifier.config.fonts
+    if head not in HEADS:
+        raise ValueError(f"head must be one of {list(HEADS)}, got {head!r}")
+    classifier = classifier or load_glyph_classifier(styles=head == "style")
+    if head == "style" and classifier.style_head is None:
+        raise ValueError("head='style' needs a classifier with a style head: load_glyph_classifier(styles=True)")
+    names = {"character": classifier.config.characters, "font": classifier.config.fonts,
+             "style": classifier.config.styles}[head]
     target = _label_indices(labels, tuple(names), head)
-    character_logits, font_logits, _ = classifier.run(images)
-    logits = character_logits if head == "character" else font_logits
+    character_logits, font_logits, features = classifier.run(images)
+    if head == "style":
+        with torch.no_grad():
+            logits = classifier.style_head(features)
+    else:
+        logits = character_logits if head == "character" else font_logits
     if len(logits) != len(target):
         raise ValueError(f"labels has {len(target)} entries but images has {len(logits)}")
     return float((logits.argmax(1) == target).float().mean())
@@ -254,11 +289,13 @@ def _label_indices(labels, names: tuple[str, ...], head: str) -> torch.Tensor:
     return torch.tensor(indices, dtype=torch.long)
 
 
-def _render(split: str, seed: int, num_images: int, **selection) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Renders as tensors, skipping the PNG round trip of a ``datasets.Dataset``: images (N, 3, 32, 32) in [0, 1]."""
+def _render(split: str, seed: int, num_images: int, **selection) -> tuple[torch.Tensor, ...]:
+    """Renders as tensors, skipping the PNG round trip of a ``datasets.Dataset``: images (N, 3, 32, 32) in [0, 1],
+    and the indices of their characters, fonts and styles."""
     specs = glyph_specs(num_images=num_images, seed=seed, split=split, **selection)
     pixels = np.stack([render_glyph(spec, 32)[32] for spec in specs])
     images = torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255
     characters = torch.tensor([spec.label for spec in specs])
     fonts = torch.tensor([FONTS.index(spec.font) for spec in specs])
-    return images, characters, fonts
+    styles = torch.tensor([STYLES.index(spec.style) for spec in specs])
+    return images, characters, fonts, styles

@@ -11,6 +11,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -96,22 +97,25 @@ def dreambooth(work: Path, prior_preservation: bool, base: str | Path, seed: int
     return output
 
 
-def textual_inversion(work: Path, base: str | Path, seed: int = 0) -> Path:
+def textual_inversion(work: Path, base: str | Path, seed: int = 0, extra: Sequence[str] = ()) -> Path:
+    """Textual inversion of the held-out style on ``base``: the embedding of ``PLACEHOLDER``."""
     output = work / "textual-inversion"
     run_script("train_textual_inversion", [
         "--pretrained_model_name_or_path", str(base), "--output_dir", str(output),
         "--train_data_dir", str(style_images(work / "style")), "--placeholder_token", PLACEHOLDER,
         "--resolution", str(RESOLUTION), "--seed", str(seed), "--checkpointing_steps", "0", *TEXTUAL_INVERSION_ARGS,
+        *extra,
     ])
     return output
 
 
-def lora(work: Path, base: str | Path, seed: int = 0) -> Path:
+def lora(work: Path, base: str | Path, seed: int = 0, extra: Sequence[str] = ()) -> Path:
+    """A LoRA of the held-out style on ``base``, from glyphs captioned in the glyph world's words."""
     output = work / "lora"
     run_script("train_lora", [
         "--pretrained_model_name_or_path", str(base), "--output_dir", str(output),
         "--train_data_dir", str(style_images(work / "style-captioned", captions=True)),
-        "--resolution", str(RESOLUTION), "--seed", str(seed), "--checkpointing_steps", "0", *LORA_ARGS,
+        "--resolution", str(RESOLUTION), "--seed", str(seed), "--checkpointing_steps", "0", *LORA_ARGS, *extra,
     ])
     return output
 
@@ -145,3 +149,24 @@ def subject_fidelity(images: Sequence[Image.Image]) -> dict[str, float]:
     n = len(images)
     return {"font": sum(f == SUBJECT_FONT for f in predicted["font"]) / n,
             "character": sum(c == "A" for c in predicted["character"]) / n}
+
+
+def style_prompt(template: str, character: str) -> str:
+    """``template`` ("a {} {kind} {char}"-like, see :data:`STYLE_PROMPTS`) filled in for ``character``."""
+    return template.format(kind="digit" if character.isdigit() else "letter", char=character)
+
+
+# The prompts that ask for the held-out style: the textual-inversion placeholder, and the glyph world's own word for
+# it (what the LoRA is trained on; the frozen glyph CLIP never saw an outlined glyph in training).
+STYLE_PROMPTS = {"textual inversion": f"a {PLACEHOLDER} {{kind}} {{char}}", "words": "an outlined {kind} {char}"}
+
+
+def style_fidelity(images, characters: Sequence[str]) -> dict[str, float]:
+    """Fraction of ``images`` (PIL images or an (N, H, W, 3) array in [0, 1]) the glyph classifier reads as their
+    asked character, and (its style head) as ``outline``."""
+    from ..evaluation import class_accuracy
+
+    images = images if isinstance(images, np.ndarray) else list(images)
+    return {"character": class_accuracy(images, list(characters)),
+            "style": class_accuracy(images, [STYLE] * len(images), head="style")}
+
