@@ -103,4 +103,5 @@ def test_ddim_inversion_matches_reference(case):
     x = REF[case["key"] + "/x0"]
     for t in scheduler.timesteps.flip(0):
         x = scheduler.reverse_step(synthetic_model(x, scheduler.model_timestep(t), learned), t, x).prev_sample
-    assert_parity(x, REF[case["key"] + "/final"], ULPS, "final")
+    # a whole inversion loop: its rounding accumulates over the steps like a sampling loop's (6 ulps on a CI CPU)
+    assert_parity(x, REF[case["key"] + "/final"], LOOP_ULPS, "final")
