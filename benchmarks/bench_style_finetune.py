@@ -62,24 +62,20 @@ def main() -> None:
              **measure(base, STYLE_PROMPTS["words"], args.per_character)}]
     for row in rows:
         print(json.dumps(row), flush=True)
+    # (row name, trainer, extra flags, how stock diffusers loads the result, the prompt template it is sampled with)
+    runs = [("textual inversion", textual_inversion, args.textual_inversion_args, "load_textual_inversion",
+             STYLE_PROMPTS["textual inversion"]),
+            ("LoRA", lora, args.lora_args, "load_lora_weights", STYLE_PROMPTS["words"])]
     for seed in args.seeds:
-        start = time.time()
-        folder = textual_inversion(work / f"seed-{seed}", base_folder, seed=seed,
-                                   extra=shlex.split(args.textual_inversion_args))
-        seconds = time.time() - start
-        pipe = load_pipeline(base_folder)
-        pipe.load_textual_inversion(str(folder))
-        rows.append({"name": "textual inversion", "seed": seed, "train_seconds": seconds,
-                     **measure(pipe, STYLE_PROMPTS["textual inversion"], args.per_character)})
-        print(json.dumps(rows[-1]), flush=True)
-        start = time.time()
-        folder = lora(work / f"seed-{seed}", base_folder, seed=seed, extra=shlex.split(args.lora_args))
-        seconds = time.time() - start
-        pipe = load_pipeline(base_folder)
-        pipe.load_lora_weights(str(folder))
-        rows.append({"name": "LoRA", "seed": seed, "train_seconds": seconds,
-                     **measure(pipe, STYLE_PROMPTS["words"], args.per_character)})
-        print(json.dumps(rows[-1]), flush=True)
+        for name, train, extra, load, template in runs:
+            start = time.time()
+            folder = train(work / f"seed-{seed}", base_folder, seed=seed, extra=shlex.split(extra))
+            seconds = time.time() - start
+            pipe = load_pipeline(base_folder)
+            getattr(pipe, load)(str(folder))
+            rows.append({"name": name, "seed": seed, "train_seconds": seconds,
+                         **measure(pipe, template, args.per_character)})
+            print(json.dumps(rows[-1]), flush=True)
     output = Path(args.output or work / "results.json")
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps({"settings": vars(args), "rows": rows}, indent=2) + "\n")

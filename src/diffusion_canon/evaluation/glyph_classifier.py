@@ -98,6 +98,20 @@ class GlyphClassifier(ModelMixin, ConfigMixin):
         outputs = [self(chunk) for chunk in chunks]
         return tuple(torch.cat([output[k] for output in outputs]).float().cpu() for k in range(3))  # type: ignore
 
+    @torch.no_grad()
+    def head_logits(self, images: ImageBatch) -> dict[str, torch.Tensor]:
+        """The logits of every head this classifier has, by head name (``"character"``, ``"font"``, ``"style"``)."""
+        character_logits, font_logits, features = self.run(images)
+        logits = {"character": character_logits, "font": font_logits}
+        if self.style_head is not None:
+            logits["style"] = self.style_head(features.to(self.device, self.dtype)).float().cpu()
+        return logits
+
+    def head_names(self, head: str) -> tuple[str, ...]:
+        """The class names of ``head``, in logit order."""
+        return tuple({"character": self.config.characters, "font": self.config.fonts,
+                      "style": self.config.styles}[head])
+
 
 def glyph_cache_dir() -> Path:
     """Where offline-trained measuring models live: ``$DIFFUSION_CANON_CACHE`` or ``~/.cache/diffusion_canon``."""
@@ -169,7 +183,7 @@ def train_glyph_classifier(
     render_seconds = time.perf_counter() - start
 
     torch.manual_seed(seed)
-    model = GlyphClassifier(styles=STYLES) if styles else GlyphClassifier()
+    model = GlyphClassifier(styles=STYLES if styles else ())
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     steps_per_epoch = len(images) // batch_size
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, lr, total_steps=epochs * steps_per_epoch)
@@ -224,21 +238,14 @@ def predict_glyphs(images: ImageBatch, classifier: GlyphClassifier | None = None
         ``"style"`` and ``"style_probability"`` from a style head.
     """
     classifier = classifier or load_glyph_classifier()
-    character_logits, font_logits, features = classifier.run(images)
-    character_probability, label = character_logits.softmax(1).max(1)
-    font_probability, font = font_logits.softmax(1).max(1)
-    prediction = {
-        "character": [classifier.config.characters[i] for i in label.tolist()],
-        "font": [classifier.config.fonts[i] for i in font.tolist()],
-        "label": label,
-        "character_probability": character_probability,
-        "font_probability": font_probability,
-    }
-    if classifier.style_head is not None:
-        with torch.no_grad():
-            style_probability, style = classifier.style_head(features).softmax(1).max(1)
-        prediction["style"] = [classifier.config.styles[i] for i in style.tolist()]
-        prediction["style_probability"] = style_probability
+    prediction = {}
+    for head, logits in classifier.head_logits(images).items():
+        probability, index = logits.softmax(1).max(1)
+        names = classifier.head_names(head)
+        prediction[head] = [names[i] for i in index.tolist()]
+        prediction[f"{head}_probability"] = probability
+        if head == "character":
+            prediction["label"] = index
     return prediction
 
 
@@ -260,15 +267,8 @@ def class_accuracy(
     classifier = classifier or load_glyph_classifier(styles=head == "style")
     if head == "style" and classifier.style_head is None:
         raise ValueError("head='style' needs a classifier with a style head: load_glyph_classifier(styles=True)")
-    names = {"character": classifier.config.characters, "font": classifier.config.fonts,
-             "style": classifier.config.styles}[head]
-    target = _label_indices(labels, tuple(names), head)
-    character_logits, font_logits, features = classifier.run(images)
-    if head == "style":
-        with torch.no_grad():
-            logits = classifier.style_head(features)
-    else:
-        logits = character_logits if head == "character" else font_logits
+    target = _label_indices(labels, classifier.head_names(head), head)
+    logits = classifier.head_logits(images)[head]
     if len(logits) != len(target):
         raise ValueError(f"labels has {len(target)} entries but images has {len(logits)}")
     return float((logits.argmax(1) == target).float().mean())
