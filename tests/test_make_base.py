@@ -28,8 +28,8 @@ def test_bad_resolution():
 @pytest.mark.slow
 def test_make_base_tiny_run_loads_in_diffusers(tmp_path):
     out = tmp_path / "base"
-    args = parse(["--output_dir", str(out), "--resolution", "16", "--num_images", "32", "--vae_steps", "2",
-                  "--unet_steps", "2", "--batch_size", "8", "--num_inference_steps", "2"])
+    args = parse(["--output_dir", str(out), "--resolution", "16", "--num_images", "32", "--unnamed_style_images", "4",
+                  "--vae_steps", "2", "--unet_steps", "2", "--batch_size", "8", "--num_inference_steps", "2"])
     assert args.func(args) == 0
     stored = load_file(str(out / "unet" / "diffusion_pytorch_model.safetensors"))
     assert {t.dtype for t in stored.values()} == {torch.float16}
@@ -38,7 +38,35 @@ def test_make_base_tiny_run_loads_in_diffusers(tmp_path):
     assert "sks" in pipe.tokenizer.get_vocab() or "sks</w>" in pipe.tokenizer.get_vocab()
     recipe = (out / "RECIPE.md").read_text()
     assert "diffusion-canon make-base" in recipe and "--unet_steps 2" in recipe
+    assert "and 4 renders of the held-out styles" in recipe
     assert (out / "README.md").is_file() and (out / "image_0.png").is_file()
+
+
+def test_unnamed_style_images_are_outlines_in_training_fonts_whose_captions_never_name_the_style():
+    from diffusion_canon.data.glyphs import HELD_OUT_FONTS, _STYLE_WORDS, glyph_specs, load_glyphs
+
+    images, captions = make_base.glyph_tensors(16, num_images=6, seed=3, unnamed_style_images=40)
+    train = load_glyphs(16, seed=3, split="train", num_images=6)
+    assert len(images) == len(captions) == 46 and captions[:6] == list(train["caption"])
+    selection = dict(seed=5, split="held_out", styles="outline", num_images=40,
+                     fonts=["dejavu-sans", "dejavu-serif", "dejavu-mono", "stix", "cm-roman", "cm-sans"])
+    outlines = load_glyphs(16, **selection)  # seed + 2, every training font: rendered here independently
+    expected = torch.from_numpy(np.stack([np.asarray(i) for i in outlines["image"]])).permute(0, 3, 1, 2)
+    torch.testing.assert_close(images[6:], expected.float() / 127.5 - 1, atol=0, rtol=0)
+    assert not set(outlines["font"]) & set(HELD_OUT_FONTS)
+    style_words = set(_STYLE_WORDS["outline"])
+    for caption, spec in zip(captions[6:], glyph_specs(**selection)):
+        words = caption.replace(",", " ").split()
+        assert not style_words & set(words), caption
+        assert spec.character in words and "  " not in caption, caption
+        article, following = caption.split(" ", 1)
+        assert article not in ("a", "an") or (article == "an") == (following[0] in "aeiou"), caption  # fits the word
+    assert any("outlined" in c or "hollow" in c for c in outlines["caption"])  # the words were there to drop
+
+
+def test_negative_unnamed_style_images_are_refused():
+    with pytest.raises(ValueError, match="--unnamed_style_images must be >= 0 .* got -1"):
+        make_base.run(parse(["--unnamed_style_images", "-1"]))
 
 
 def test_ink_weights_are_one_on_the_paper_and_one_plus_the_weight_on_the_ink():
@@ -85,6 +113,7 @@ def test_make_base_conditions_on_a_given_text_encoder_and_keeps_it_frozen(tmp_pa
     out = tmp_path / "base"
     args = parse(["--output_dir", str(out), "--resolution", "16", "--num_images", "32", "--vae_steps", "2",
                   "--unet_steps", "3", "--batch_size", "8", "--num_inference_steps", "2", "--lr_scheduler", "cosine",
+                  "--unnamed_style_images", "0",
                   "--text_encoder_path", str(tmp_path / "clip")])
     assert args.func(args) == 0
     pipe = StableDiffusionPipeline.from_pretrained(str(out))

@@ -299,15 +299,15 @@ def alternatives(spec: GlyphSpec, attribute: str, split: str = "train") -> tuple
     return tuple(value for value in values if value != getattr(spec, attribute))
 
 
-def recaption(spec: GlyphSpec, caption_seed: int | Sequence[int], **changes: str) -> GlyphSpec:
+def recaption(spec: GlyphSpec, caption_seed: int | Sequence[int], name_style: bool = True, **changes: str) -> GlyphSpec:
     """``spec`` with ``changes`` applied (e.g. ``color="red"``) and a caption drawn from ``caption_seed``; the jitter
     is kept. The same ``caption_seed`` picks the same template, so two specs recaptioned with one seed have captions
-    that differ mostly in the words of the attributes that differ: text-side hard negatives."""
+    that differ mostly in the words of the attributes that differ: text-side hard negatives. ``name_style=False``
+    leaves the style's word out, as a caption of a regular glyph may ("a red serif letter Q")."""
     spec = dataclasses.replace(spec, **changes)
     rng = np.random.default_rng(caption_seed)
-    return dataclasses.replace(
-        spec, caption=_caption(rng, spec.character, spec.font, spec.style, spec.color, spec.background)
-    )
+    return dataclasses.replace(spec, caption=_caption(rng, spec.character, spec.font, spec.style, spec.color,
+                                                      spec.background, name_style))
 
 
 def render_glyph(spec: GlyphSpec, resolutions: int | Sequence[int] = 32) -> dict[int, np.ndarray]:
@@ -459,7 +459,8 @@ def _contrast(a: tuple[int, int, int], b: tuple[int, int, int]) -> float:
     return (lighter + 0.05) / (darker + 0.05)
 
 
-def _caption(rng: np.random.Generator, character: str, font: str, style: str, color: str, background: str) -> str:
+def _caption(rng: np.random.Generator, character: str, font: str, style: str, color: str, background: str,
+             name_style: bool = True) -> str:
     template = _CAPTION_TEMPLATES[rng.integers(len(_CAPTION_TEMPLATES))]
     kind = "digit" if character.isdigit() else ("letter", "capital letter", "uppercase letter")[rng.integers(3)]
     words = {
@@ -467,7 +468,7 @@ def _caption(rng: np.random.Generator, character: str, font: str, style: str, co
         "char": character,
         "color": color,
         "background": background.replace("-", " "),
-        "style": _STYLE_WORDS[style][rng.integers(len(_STYLE_WORDS[style]))],
+        "style": _STYLE_WORDS[style][rng.integers(len(_STYLE_WORDS[style]))] if name_style else "",
         "font": _FONT_WORDS[font][0],
         "font_name": _FONT_WORDS[font][1],
     }

@@ -1,7 +1,10 @@
 """``diffusion-canon make-base``: train the tiny Stable-Diffusion-format glyph model the fine-tuning demos start from.
 
-Three stages on the glyph world's ``train`` split (the held-out fonts and styles are never seen, so DreamBooth and
-textual inversion have genuinely new subjects):
+Three stages on the glyph world's ``train`` split and (``--unnamed_style_images``) renders of the held-out style
+``outline`` in the training fonts whose captions never name it. The held-out font is never seen, so DreamBooth has a
+genuinely new subject. With those renders the held-out style is one the base can draw but no word asks for, the
+situation textual inversion is for (Gal et al. 2022 find words for what a model can already draw); without them (the
+default, and the shipped base) even the VAE cannot reproduce an outline (benchmarks/RESULTS.md, F2):
 
 1. the glyph BPE tokenizer (``build_glyph_tokenizer``), CLIP format;
 2. an ``AutoencoderKL`` (4x downsampling, 4 latent channels): L1 reconstruction + beta KL(q(z|x) || N(0, I)); the
@@ -81,13 +84,25 @@ def pretrained_text_encoder(path: str, tokenizer) -> CLIPTextModel:
     return text_encoder.requires_grad_(False).eval()
 
 
-def glyph_tensors(resolution: int, num_images: int, seed: int) -> tuple[torch.Tensor, list[str]]:
-    """(N, 3, R, R) images in [-1, 1] and their captions, from the ``train`` split (held-out fonts excluded)."""
-    from ..data.glyphs import load_glyphs
+def glyph_tensors(resolution: int, num_images: int, seed: int,
+                  unnamed_style_images: int = 0) -> tuple[torch.Tensor, list[str]]:
+    """(N, 3, R, R) images in [-1, 1] and their captions: ``num_images`` from the ``train`` split (held-out fonts and
+    styles excluded), then ``unnamed_style_images`` of the held-out styles in the training fonts, captioned without
+    the style's word (:func:`~diffusion_canon.data.glyphs.recaption` with ``name_style=False``). Those come from
+    seed ``seed + 2`` of the ``held_out`` split: seeds 0 and 1 are the fine-tuning demos' training and reference
+    images."""
+    from ..data.glyphs import FONTS, HELD_OUT_FONTS, HELD_OUT_STYLES, glyph_specs, load_glyphs, recaption
 
     dataset = load_glyphs(resolution=resolution, seed=seed, split="train", num_images=num_images)
-    pixels = np.stack([np.asarray(image.convert("RGB")) for image in dataset["image"]])
-    return torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 127.5 - 1.0, list(dataset["caption"])
+    images, captions = list(dataset["image"]), list(dataset["caption"])
+    if unnamed_style_images:
+        selection = dict(num_images=unnamed_style_images, seed=seed + 2, split="held_out", styles=HELD_OUT_STYLES,
+                         fonts=[font for font in FONTS if font not in HELD_OUT_FONTS])
+        images += load_glyphs(resolution=resolution, **selection)["image"]
+        captions += [recaption(spec, [seed, index], name_style=False).caption
+                     for index, spec in enumerate(glyph_specs(**selection))]
+    pixels = np.stack([np.asarray(image.convert("RGB")) for image in images])
+    return torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 127.5 - 1.0, captions
 
 
 def ink_weights(images: torch.Tensor, ink_weight: float) -> torch.Tensor:
@@ -170,13 +185,15 @@ def run(args: argparse.Namespace) -> int:
 
     if args.resolution % 4:
         raise ValueError(f"--resolution must be a multiple of 4 (the VAE downsamples 4x), got {args.resolution}")
+    if args.unnamed_style_images < 0:
+        raise ValueError(f"--unnamed_style_images must be >= 0 (0: none), got {args.unnamed_style_images}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.manual_seed(args.seed)
     start = time.time()
     tokenizer = build_glyph_tokenizer()
     text_encoder = (pretrained_text_encoder(args.text_encoder_path, tokenizer) if args.text_encoder_path
                     else tiny_text_encoder(tokenizer))  # checked before hours of training, not after
-    images, captions = glyph_tensors(args.resolution, args.num_images, args.seed)
+    images, captions = glyph_tensors(args.resolution, args.num_images, args.seed, args.unnamed_style_images)
 
     vae = tiny_vae(args.resolution)
     train_vae(vae, images, args)
@@ -234,6 +251,7 @@ def write_recipe(args: argparse.Namespace, minutes: float) -> None:
             f"```\nOMP_NUM_THREADS={threads} diffusion-canon make-base {flags}\n```\n\n"
             f"with diffusion-canon's `finetune/make_base.py` (torch {torch.__version__}, Python "
             f"{sys.version.split()[0]}); it took {minutes:.1f} min on a shared 2-core CPU. Training data: "
-            "`load_glyphs(split=\"train\")`, which never shows the held-out fonts/styles "
-            "(`HELD_OUT_FONTS`, `HELD_OUT_STYLES`).\n"
+            f"`load_glyphs(split=\"train\")` ({args.num_images} images), which never shows the held-out fonts and "
+            f"styles (`HELD_OUT_FONTS`, `HELD_OUT_STYLES`), and {args.unnamed_style_images} renders of the held-out "
+            "styles in the training fonts whose captions never name the style.\n"
         )
