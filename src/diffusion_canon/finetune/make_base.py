@@ -91,18 +91,15 @@ def glyph_tensors(resolution: int, num_images: int, seed: int,
     the style's word (:func:`~diffusion_canon.data.glyphs.recaption` with ``name_style=False``). Those come from
     seed ``seed + 2`` of the ``held_out`` split: seeds 0 and 1 are the fine-tuning demos' training and reference
     images."""
-    from ..data.glyphs import FONTS, HELD_OUT_FONTS, HELD_OUT_STYLES, glyph_specs, load_glyphs, recaption
+    from ..data.glyphs import FONTS, HELD_OUT_FONTS, HELD_OUT_STYLES, glyph_specs, recaption, render_glyph
 
-    dataset = load_glyphs(resolution=resolution, seed=seed, split="train", num_images=num_images)
-    images, captions = list(dataset["image"]), list(dataset["caption"])
+    specs = glyph_specs(num_images=num_images, seed=seed, split="train")
     if unnamed_style_images:
-        selection = dict(num_images=unnamed_style_images, seed=seed + 2, split="held_out", styles=HELD_OUT_STYLES,
-                         fonts=[font for font in FONTS if font not in HELD_OUT_FONTS])
-        images += load_glyphs(resolution=resolution, **selection)["image"]
-        captions += [recaption(spec, [seed, index], name_style=False).caption
-                     for index, spec in enumerate(glyph_specs(**selection))]
-    pixels = np.stack([np.asarray(image.convert("RGB")) for image in images])
-    return torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 127.5 - 1.0, captions
+        unnamed = glyph_specs(num_images=unnamed_style_images, seed=seed + 2, split="held_out", styles=HELD_OUT_STYLES,
+                              fonts=[font for font in FONTS if font not in HELD_OUT_FONTS])
+        specs += [recaption(spec, [seed, index], name_style=False) for index, spec in enumerate(unnamed)]
+    pixels = np.stack([render_glyph(spec, resolution)[resolution] for spec in specs])
+    return torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 127.5 - 1.0, [spec.caption for spec in specs]
 
 
 def ink_weights(images: torch.Tensor, ink_weight: float) -> torch.Tensor:
@@ -245,6 +242,8 @@ def sample_grid(folder: str, resolution: int, num_inference_steps: int) -> list:
 def write_recipe(args: argparse.Namespace, minutes: float) -> None:
     flags = " ".join(f"--{k} {shlex.quote(str(v))}" for k, v in sorted(vars(args).items()) if k != "func")
     threads = os.environ.get("OMP_NUM_THREADS", "")
+    unnamed = (f", and {args.unnamed_style_images} renders of the held-out styles in the training fonts whose captions "
+               "never name the style" if args.unnamed_style_images else "")
     with open(os.path.join(args.output_dir, "RECIPE.md"), "w") as f:
         f.write(
             "# Recipe\n\nThis folder was produced by\n\n"
@@ -252,6 +251,5 @@ def write_recipe(args: argparse.Namespace, minutes: float) -> None:
             f"with diffusion-canon's `finetune/make_base.py` (torch {torch.__version__}, Python "
             f"{sys.version.split()[0]}); it took {minutes:.1f} min on a shared 2-core CPU. Training data: "
             f"`load_glyphs(split=\"train\")` ({args.num_images} images), which never shows the held-out fonts and "
-            f"styles (`HELD_OUT_FONTS`, `HELD_OUT_STYLES`), and {args.unnamed_style_images} renders of the held-out "
-            "styles in the training fonts whose captions never name the style.\n"
+            f"styles (`HELD_OUT_FONTS`, `HELD_OUT_STYLES`){unnamed}.\n"
         )
