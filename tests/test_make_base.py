@@ -124,3 +124,30 @@ def test_make_base_conditions_on_a_given_text_encoder_and_keeps_it_frozen(tmp_pa
         torch.testing.assert_close(stored[name], tensor, atol=0, rtol=0)
     assert "--text_encoder_path" in (out / "RECIPE.md").read_text()
     assert f"frozen text encoder of `{tmp_path / 'clip'}`" in (out / "README.md").read_text()
+
+
+@pytest.mark.parametrize("stages, unet_sees_outlines", [("both", True), ("vae", False)])
+def test_unnamed_style_stages_choose_which_stages_train_on_the_outlines(tmp_path, monkeypatch, stages,
+                                                                       unet_sees_outlines):
+    seen = {}
+    train_vae, train_unet = make_base.train_vae, make_base.train_unet
+
+    def recording_vae(vae, images, args):
+        seen["vae"] = len(images)
+        train_vae(vae, images, args)
+
+    def recording_unet(unet, text_encoder, tokenizer, latent_params, captions, *rest):
+        seen["unet"], seen["latents"] = list(captions), len(latent_params)
+        train_unet(unet, text_encoder, tokenizer, latent_params, captions, *rest)
+
+    monkeypatch.setattr(make_base, "train_vae", recording_vae)
+    monkeypatch.setattr(make_base, "train_unet", recording_unet)
+    out = tmp_path / "base"
+    args = parse(["--output_dir", str(out), "--resolution", "16", "--num_images", "8", "--unnamed_style_images", "5",
+                  "--unnamed_style_stages", stages, "--vae_steps", "1", "--unet_steps", "1", "--batch_size", "2",
+                  "--num_inference_steps", "1"])
+    assert args.func(args) == 0
+    _, captions = make_base.glyph_tensors(16, num_images=8, seed=0, unnamed_style_images=5)
+    assert seen["vae"] == 13
+    assert seen["unet"] == (captions if unet_sees_outlines else captions[:8]) and seen["latents"] == len(seen["unet"])
+    assert ("(in the VAE's data only)" in (out / "RECIPE.md").read_text()) == (stages == "vae")

@@ -4,7 +4,9 @@ Three stages on the glyph world's ``train`` split and (``--unnamed_style_images`
 ``outline`` in the training fonts whose captions never name it. The held-out font is never seen, so DreamBooth has a
 genuinely new subject. With those renders the held-out style is one the base can draw but no word asks for, the
 situation textual inversion is for (Gal et al. 2022 find words for what a model can already draw); without them (the
-default, and the shipped base) even the VAE cannot reproduce an outline (benchmarks/RESULTS.md, F2):
+default, and the shipped base) even the VAE cannot reproduce an outline (benchmarks/RESULTS.md, F2). With
+``--unnamed_style_stages vae`` only the VAE sees them: a latent space that holds outlines, under a UNet that never drew
+one:
 
 1. the glyph BPE tokenizer (``build_glyph_tokenizer``), CLIP format;
 2. an ``AutoencoderKL`` (4x downsampling, 4 latent channels): L1 reconstruction + beta KL(q(z|x) || N(0, I)); the
@@ -195,6 +197,8 @@ def run(args: argparse.Namespace) -> int:
     vae = tiny_vae(args.resolution)
     train_vae(vae, images, args)
     vae.eval()
+    if args.unnamed_style_stages == "vae":  # glyph_tensors puts the unnamed renders last
+        images, captions = images[: args.num_images], captions[: args.num_images]
     latent_params = encode_all(vae, images)
     scaling_factor = float(1.0 / latent_params[:, :4].std())
     vae.register_to_config(scaling_factor=scaling_factor)
@@ -244,6 +248,8 @@ def write_recipe(args: argparse.Namespace, minutes: float) -> None:
     threads = os.environ.get("OMP_NUM_THREADS", "")
     unnamed = (f", and {args.unnamed_style_images} renders of the held-out styles in the training fonts whose captions "
                "never name the style" if args.unnamed_style_images else "")
+    if args.unnamed_style_images and args.unnamed_style_stages == "vae":
+        unnamed += " (in the VAE's data only)"
     with open(os.path.join(args.output_dir, "RECIPE.md"), "w") as f:
         f.write(
             "# Recipe\n\nThis folder was produced by\n\n"
