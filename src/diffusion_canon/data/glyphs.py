@@ -100,6 +100,8 @@ FONT_STYLES: dict[str, tuple[str, ...]] = {
 }
 HELD_OUT_FONTS: tuple[str, ...] = ("cm-typewriter",)
 HELD_OUT_STYLES: tuple[str, ...] = ("outline",)
+# the fonts of train/validation/test, in which the fine-tuning demos and make-base draw the held-out style
+TRAINING_FONTS: tuple[str, ...] = tuple(font for font in FONTS if font not in HELD_OUT_FONTS)
 
 COLORS: dict[str, tuple[int, int, int]] = {
     "black": (20, 20, 20),

@@ -66,10 +66,9 @@ def subject_renders(num_images: int, seed: int = 1) -> list[Image.Image]:
 
 def style_images(folder: Path, num_images: int = 40, seed: int = 0, captions: bool = False) -> Path:
     """The held-out style in the training fonts, every character, black on white (with captions for LoRA)."""
-    from ..data.glyphs import FONTS, HELD_OUT_FONTS
+    from ..data.glyphs import TRAINING_FONTS
 
-    fonts = [font for font in FONTS if font not in HELD_OUT_FONTS]
-    return write_glyph_folder(folder, num_images, seed, captions, styles=STYLE, fonts=fonts, colors="black",
+    return write_glyph_folder(folder, num_images, seed, captions, styles=STYLE, fonts=TRAINING_FONTS, colors="black",
                               backgrounds="white")
 
 

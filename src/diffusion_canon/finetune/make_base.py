@@ -93,12 +93,12 @@ def glyph_tensors(resolution: int, num_images: int, seed: int,
     the style's word (:func:`~diffusion_canon.data.glyphs.recaption` with ``name_style=False``). Those come from
     seed ``seed + 2`` of the ``held_out`` split: seeds 0 and 1 are the fine-tuning demos' training and reference
     images."""
-    from ..data.glyphs import FONTS, HELD_OUT_FONTS, HELD_OUT_STYLES, glyph_specs, recaption, render_glyph
+    from ..data.glyphs import HELD_OUT_STYLES, TRAINING_FONTS, glyph_specs, recaption, render_glyph
 
     specs = glyph_specs(num_images=num_images, seed=seed, split="train")
     if unnamed_style_images:
         unnamed = glyph_specs(num_images=unnamed_style_images, seed=seed + 2, split="held_out", styles=HELD_OUT_STYLES,
-                              fonts=[font for font in FONTS if font not in HELD_OUT_FONTS])
+                              fonts=TRAINING_FONTS)
         specs += [recaption(spec, [seed, index], name_style=False) for index, spec in enumerate(unnamed)]
     pixels = np.stack([render_glyph(spec, resolution)[resolution] for spec in specs])
     return torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 127.5 - 1.0, [spec.caption for spec in specs]
