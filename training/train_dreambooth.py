@@ -28,7 +28,7 @@ from diffusion_canon.data.image_transform import ImageTransform
 from diffusion_canon.finetune.data import (
     CachedLatents, Concept, PriorPreservationPairs, PromptedImages, collate, instance_examples, list_images,
 )
-from diffusion_canon.finetune.lora import TEXT_ENCODER_TARGETS, UNET_TARGETS, add_lora, save_lora
+from diffusion_canon.finetune.lora import TEXT_ENCODER_TARGETS, add_lora, check_lora_layers, save_lora
 from diffusion_canon.finetune.objective import dreambooth_loss, predict_batch
 from diffusion_canon.finetune.prompt_encoder import PromptEncoder
 from diffusion_canon.finetune.sd_args import add_lora_args, add_sd_args, check_sd_args
@@ -90,6 +90,8 @@ def read_concepts(args: argparse.Namespace) -> list[Concept]:
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     base = load_base(args)  # fp32; what trains stays fp32, frozen parts move to the run's dtype below
+    if args.use_lora:
+        check_lora_layers(base.unet, args.lora_layers)
     run = TrainingRun(args, "dreambooth")
     dtype = run.weight_dtype
 
@@ -105,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     base.text_encoder.requires_grad_(False)
     unet, text_encoder = base.unet, base.text_encoder
     if args.use_lora:
-        add_lora(unet.to(run.device, dtype), args.rank, args.lora_alpha, UNET_TARGETS)
+        add_lora(unet.to(run.device, dtype), args.rank, args.lora_alpha, args.lora_layers)
         if args.train_text_encoder:
             add_lora(text_encoder.to(run.device, dtype), args.rank, args.lora_alpha, TEXT_ENCODER_TARGETS)
     else:

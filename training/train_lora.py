@@ -1,5 +1,6 @@
-"""Text-to-image LoRA (Hu et al. 2021): W' = W + (alpha / r) B A on the UNet's attention projections (optionally the
-text encoder's), trained with the latent-diffusion loss on a captioned dataset; the base weights stay frozen.
+"""Text-to-image LoRA (Hu et al. 2021): W' = W + (alpha / r) B A on the UNet's attention projections (``--lora_layers``
+picks other layers; ``--train_text_encoder`` adds the text encoder's), trained with the latent-diffusion loss on a
+captioned dataset; the base weights stay frozen.
 
     accelerate launch training/train_lora.py --pretrained_model_name_or_path pipelines/tiny-sd-glyphs \\
         --train_data_dir my_style --rank 4 --resolution 32 --max_train_steps 500 --output_dir out/lora
@@ -18,7 +19,7 @@ from collections.abc import Sequence
 
 from diffusion_canon.data.image_transform import ImageTransform
 from diffusion_canon.finetune.data import CachedLatents, captioned_images, collate
-from diffusion_canon.finetune.lora import TEXT_ENCODER_TARGETS, UNET_TARGETS, add_lora, save_lora
+from diffusion_canon.finetune.lora import TEXT_ENCODER_TARGETS, add_lora, check_lora_layers, save_lora
 from diffusion_canon.finetune.objective import denoising_loss, predict_batch
 from diffusion_canon.finetune.prompt_encoder import PromptEncoder
 from diffusion_canon.finetune.sd_args import add_lora_args, add_sd_args, check_sd_args
@@ -49,12 +50,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     dataset = captioned_images(args.train_data_dir, args.dataset_name, transform, args.image_column,
                                args.caption_column, args.repeats)  # bad data fails before any model loads
     base = load_base(args)
+    check_lora_layers(base.unet, args.lora_layers)
     run = TrainingRun(args, "lora")
 
-    # Models: everything frozen in the run's dtype; LoRA adapters (fp32) on the attention projections.
+    # Models: everything frozen in the run's dtype; LoRA adapters (fp32) on --lora_layers.
     base.vae.requires_grad_(False).to(run.device, run.weight_dtype)
     base.text_encoder.requires_grad_(False).to(run.device, run.weight_dtype)
-    add_lora(base.unet.to(run.device, run.weight_dtype), args.rank, args.lora_alpha, UNET_TARGETS)
+    add_lora(base.unet.to(run.device, run.weight_dtype), args.rank, args.lora_alpha, args.lora_layers)
     if args.train_text_encoder:
         add_lora(base.text_encoder, args.rank, args.lora_alpha, TEXT_ENCODER_TARGETS)
     if args.gradient_checkpointing:
@@ -88,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 output_dir, "lora", base_model=args.pretrained_model_name_or_path, tags=["lora", "text-to-image"],
                 images=images, repo_id=args.hub_model_id if args.push_to_hub else None, folder=args.output_dir,
                 rank=args.rank,
-                alpha=args.lora_alpha or args.rank, target_modules=list(UNET_TARGETS),
+                alpha=args.lora_alpha or args.rank, target_modules=list(args.lora_layers),
                 validation_prompt=args.validation_prompt, steps=run.global_step,
             )
     run.end()

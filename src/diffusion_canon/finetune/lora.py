@@ -1,6 +1,7 @@
-"""LoRA (Hu et al. 2021): W' = W + (alpha / r) B A on the attention projections, via peft; saved in the diffusers
-LoRA format (``pytorch_lora_weights.safetensors`` with rank / alpha / target modules in the safetensors metadata),
-loadable with ``pipe.load_lora_weights(folder)``; optionally also in the kohya / A1111 key format."""
+"""LoRA (Hu et al. 2021): W' = W + (alpha / r) B A on chosen Linear and Conv2d layers (by default the attention
+projections), via peft; saved in the diffusers LoRA format (``pytorch_lora_weights.safetensors`` with rank / alpha /
+target modules in the safetensors metadata), loadable with ``pipe.load_lora_weights(folder)``; optionally also in the
+kohya / A1111 key format."""
 
 from __future__ import annotations
 
@@ -16,6 +17,21 @@ from safetensors.torch import save_file
 UNET_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
 TEXT_ENCODER_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj")
 KOHYA_WEIGHT_NAME = "lora_kohya.safetensors"
+ADAPTABLE = (torch.nn.Linear, torch.nn.Conv2d)  # the layer types a LoRA adapter may sit on here
+
+
+def check_lora_layers(model: torch.nn.Module, targets: tuple[str, ...]) -> None:
+    """Raise a ``ValueError`` naming ``--lora_layers`` unless every target names a Linear or Conv2d layer of ``model``
+    (the scripts call this right after loading the base, before any run directory or class images are made)."""
+    adaptable = [name for name, module in model.named_modules() if isinstance(module, ADAPTABLE)]
+    # peft matches a target as a whole name or a dotted suffix, and only complains when no target matches at all
+    unmatched = [t for t in targets if not any(n == t or n.endswith(f".{t}") for n in adaptable)]
+    if unmatched:
+        # the shortest suffix that names a layer kind: "conv1", but "net.2" rather than "2"
+        examples = sorted({".".join(n.split(".")[-2:]) if n.split(".")[-1].isdigit() else n.split(".")[-1]
+                           for n in adaptable})
+        raise ValueError(f"--lora_layers: no Linear or Conv2d layer of the {type(model).__name__} is named "
+                         f"{', '.join(map(repr, unmatched))}; its layer names end in e.g. {', '.join(examples)}")
 
 
 def add_lora(model: torch.nn.Module, rank: int, alpha: float | None, targets: tuple[str, ...]) -> None:
@@ -26,6 +42,7 @@ def add_lora(model: torch.nn.Module, rank: int, alpha: float | None, targets: tu
     demands a peft newer than any released), while peft's API is the one both wrap."""
     if rank < 1:
         raise ValueError(f"--rank must be >= 1, got {rank}")
+    check_lora_layers(model, targets)
     model.requires_grad_(False)
     config = LoraConfig(r=rank, lora_alpha=alpha or rank, init_lora_weights="gaussian", target_modules=list(targets))
     inject_adapter_in_model(config, model)

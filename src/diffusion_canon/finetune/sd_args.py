@@ -7,6 +7,7 @@ import argparse
 import logging
 
 from ..training.arguments import add_diffusion_loss_args
+from .lora import UNET_TARGETS
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +34,18 @@ def add_lora_args(parser: argparse.ArgumentParser, default_rank: int = 4) -> Non
     group = parser.add_argument_group("LoRA (Hu et al. 2021)")
     group.add_argument("--rank", type=int, default=default_rank, help="LoRA rank r of W' = W + (alpha / r) B A.")
     group.add_argument("--lora_alpha", type=float, default=None, help="LoRA alpha (default: the rank, scale 1).")
+    group.add_argument("--lora_layers", type=_module_names, default=UNET_TARGETS,
+                       help="Comma-separated names of the UNet layers to adapt, matched as suffixes of module names "
+                            f"(peft's target_modules; default: the attention projections {','.join(UNET_TARGETS)}). "
+                            'Add "conv1,conv2" for the ResNet convolutions, "proj_in,proj_out,ff.net.0.proj,ff.net.2" '
+                            "for the rest of the transformer blocks.")
+
+
+def _module_names(value: str) -> tuple[str, ...]:
+    names = tuple(name.strip() for name in value.split(","))
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"expected comma-separated module names like 'to_q,conv1', got {value!r}")
+    return names
 
 
 def check_sd_args(args: argparse.Namespace) -> None:
