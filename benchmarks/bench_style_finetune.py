@@ -6,7 +6,8 @@ Hu et al. 2021): do the samples come out outlined, and still as the asked charac
 For each training seed, the two runs of ``diffusion_canon.finetune.held_out_subjects`` (the demo's budget unless
 ``--textual_inversion_args`` / ``--lora_args`` add flags), then ``--per_character`` samples of each of the 36
 characters (classifier-free guidance 3, 25 DDIM steps): textual inversion with "a <glyph-style> letter X", the LoRA
-and the base with the glyph world's own words, "an outlined letter X". Read back by the glyph classifier: the asked
+and the base with the glyph world's word the base never read, "an outlined letter X", and the base with the one it
+saw outlines captioned with, "a hollow letter X". Read back by the glyph classifier: the asked
 character (its character head) and the style (``load_glyph_classifier(styles=True)``, the fraction read as
 ``outline``). Real renders of the style (black on white, every font, other jitter than the training images)
 are the instrument's ceiling; the same renders encoded and decoded by the base's VAE are the latent space's.
@@ -59,7 +60,9 @@ def main() -> None:
             {"name": "the same renders through the base's VAE", "seed": None,
              **style_fidelity(round_trip, characters)},
             {"name": "base model, \"an outlined letter X\"", "seed": None,
-             **measure(base, STYLE_PROMPTS["words"], args.per_character)}]
+             **measure(base, STYLE_PROMPTS["words"], args.per_character)},
+            {"name": "base model, \"a hollow letter X\"", "seed": None,
+             **measure(base, STYLE_PROMPTS["base word"], args.per_character)}]
     for row in rows:
         print(json.dumps(row), flush=True)
     # (row name, trainer, extra flags, how stock diffusers loads the result, the prompt template it is sampled with)

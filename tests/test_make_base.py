@@ -28,7 +28,7 @@ def test_bad_resolution():
 @pytest.mark.slow
 def test_make_base_tiny_run_loads_in_diffusers(tmp_path):
     out = tmp_path / "base"
-    args = parse(["--output_dir", str(out), "--resolution", "16", "--num_images", "32", "--unnamed_style_images", "4",
+    args = parse(["--output_dir", str(out), "--resolution", "16", "--num_images", "32", "--held_out_style_images", "4",
                   "--vae_steps", "2", "--unet_steps", "2", "--batch_size", "8", "--num_inference_steps", "2"])
     assert args.func(args) == 0
     stored = load_file(str(out / "unet" / "diffusion_pytorch_model.safetensors"))
@@ -42,10 +42,10 @@ def test_make_base_tiny_run_loads_in_diffusers(tmp_path):
     assert (out / "README.md").is_file() and (out / "image_0.png").is_file()
 
 
-def test_unnamed_style_images_are_outlines_in_training_fonts_whose_captions_never_name_the_style():
-    from diffusion_canon.data.glyphs import HELD_OUT_FONTS, _STYLE_WORDS, glyph_specs, load_glyphs
+def test_held_out_style_images_are_outlines_in_training_fonts_whose_captions_never_name_the_style():
+    from diffusion_canon.data.glyphs import HELD_OUT_FONTS, STYLE_WORDS, glyph_specs, load_glyphs
 
-    images, captions = make_base.glyph_tensors(16, num_images=6, seed=3, unnamed_style_images=40)
+    images, captions = make_base.glyph_tensors(16, num_images=6, seed=3, held_out_style_images=40)
     train = load_glyphs(16, seed=3, split="train", num_images=6)
     assert len(images) == len(captions) == 46 and captions[:6] == list(train["caption"])
     selection = dict(seed=5, split="held_out", styles="outline", num_images=40,
@@ -54,7 +54,7 @@ def test_unnamed_style_images_are_outlines_in_training_fonts_whose_captions_neve
     expected = torch.from_numpy(np.stack([np.asarray(i) for i in outlines["image"]])).permute(0, 3, 1, 2)
     torch.testing.assert_close(images[6:], expected.float() / 127.5 - 1, atol=0, rtol=0)
     assert not set(outlines["font"]) & set(HELD_OUT_FONTS)
-    style_words = set(_STYLE_WORDS["outline"])
+    style_words = set(STYLE_WORDS["outline"])
     for caption, spec in zip(captions[6:], glyph_specs(**selection)):
         words = caption.replace(",", " ").split()
         assert not style_words & set(words), caption
@@ -64,9 +64,38 @@ def test_unnamed_style_images_are_outlines_in_training_fonts_whose_captions_neve
     assert any("outlined" in c or "hollow" in c for c in outlines["caption"])  # the words were there to drop
 
 
-def test_negative_unnamed_style_images_are_refused():
-    with pytest.raises(ValueError, match="--unnamed_style_images must be >= 0 .* got -1"):
-        make_base.run(parse(["--unnamed_style_images", "-1"]))
+def test_held_out_style_word_names_the_style_by_that_word_alone():
+    from diffusion_canon.data.glyphs import STYLE_WORDS, glyph_specs, recaption
+
+    _, captions = make_base.glyph_tensors(16, num_images=6, seed=3, held_out_style_images=60,
+                                          held_out_style_word="hollow")
+    _, unnamed = make_base.glyph_tensors(16, num_images=6, seed=3, held_out_style_images=60)
+    specs = glyph_specs(seed=5, split="held_out", styles="outline", num_images=60,
+                        fonts=["dejavu-sans", "dejavu-serif", "dejavu-mono", "stix", "cm-roman", "cm-sans"])
+    named = 0
+    for index, (caption, without, spec) in enumerate(zip(captions[6:], unnamed[6:], specs)):
+        # the caption that names the style by a word drawn at random, from the same template
+        drawn = recaption(spec, [3, index]).caption
+        word = next((w for w in STYLE_WORDS["outline"] if w in drawn.replace(",", " ").split()), None)
+        assert "outlined" not in caption.replace(",", " ").split(), caption
+        if word is None:  # the one template without a style word ("letter Q")
+            assert caption == drawn == without
+        else:
+            article = "an" if word[0] in "aeiou" else "a"  # "an outlined", "a hollow"
+            assert caption == drawn.replace(f"{article} {word}", f"a {word}").replace(word, "hollow", 1), drawn
+            named += 1
+    assert named > 40  # five templates in six name the style
+    with pytest.raises(ValueError, match=r"name_style must be one of the words of style 'outline', \['outlined', "
+                                         r"'hollow'\], or a bool; got 'bold'"):
+        recaption(specs[0], 0, name_style="bold")
+
+
+def test_bad_held_out_style_flags_are_refused():
+    with pytest.raises(ValueError, match="--held_out_style_images must be >= 0 .* got -1"):
+        make_base.run(parse(["--held_out_style_images", "-1"]))
+    with pytest.raises(ValueError, match=r"--held_out_style_word must be one of \['outlined', 'hollow'\] or '' "
+                                         r"\(captions without it\), got 'bold'"):
+        make_base.run(parse(["--held_out_style_word", "bold"]))
 
 
 def test_ink_weights_are_one_on_the_paper_and_one_plus_the_weight_on_the_ink():
@@ -113,7 +142,7 @@ def test_make_base_conditions_on_a_given_text_encoder_and_keeps_it_frozen(tmp_pa
     out = tmp_path / "base"
     args = parse(["--output_dir", str(out), "--resolution", "16", "--num_images", "32", "--vae_steps", "2",
                   "--unet_steps", "3", "--batch_size", "8", "--num_inference_steps", "2", "--lr_scheduler", "cosine",
-                  "--unnamed_style_images", "0",
+                  "--held_out_style_images", "0",
                   "--text_encoder_path", str(tmp_path / "clip")])
     assert args.func(args) == 0
     pipe = StableDiffusionPipeline.from_pretrained(str(out))
@@ -126,8 +155,8 @@ def test_make_base_conditions_on_a_given_text_encoder_and_keeps_it_frozen(tmp_pa
     assert f"frozen text encoder of `{tmp_path / 'clip'}`" in (out / "README.md").read_text()
 
 
-@pytest.mark.parametrize("stages, unet_sees_outlines", [("both", True), ("vae", False)])
-def test_unnamed_style_stages_choose_which_stages_train_on_the_outlines(tmp_path, monkeypatch, stages,
+@pytest.mark.parametrize("stages, word, unet_sees_outlines", [("both", "hollow", True), ("vae", "", False)])
+def test_held_out_style_stages_choose_which_stages_train_on_the_outlines(tmp_path, monkeypatch, stages, word,
                                                                        unet_sees_outlines):
     seen = {}
     train_vae, train_unet = make_base.train_vae, make_base.train_unet
@@ -143,11 +172,15 @@ def test_unnamed_style_stages_choose_which_stages_train_on_the_outlines(tmp_path
     monkeypatch.setattr(make_base, "train_vae", recording_vae)
     monkeypatch.setattr(make_base, "train_unet", recording_unet)
     out = tmp_path / "base"
-    args = parse(["--output_dir", str(out), "--resolution", "16", "--num_images", "8", "--unnamed_style_images", "5",
-                  "--unnamed_style_stages", stages, "--vae_steps", "1", "--unet_steps", "1", "--batch_size", "2",
-                  "--num_inference_steps", "1"])
+    args = parse(["--output_dir", str(out), "--resolution", "16", "--num_images", "8", "--held_out_style_images", "5",
+                  "--held_out_style_stages", stages, "--held_out_style_word", word, "--vae_steps", "1",
+                  "--unet_steps", "1", "--batch_size", "2", "--num_inference_steps", "1"])
     assert args.func(args) == 0
-    _, captions = make_base.glyph_tensors(16, num_images=8, seed=0, unnamed_style_images=5)
+    _, captions = make_base.glyph_tensors(16, num_images=8, seed=0, held_out_style_images=5, held_out_style_word=word)
     assert seen["vae"] == 13
     assert seen["unet"] == (captions if unet_sees_outlines else captions[:8]) and seen["latents"] == len(seen["unet"])
-    assert ("(in the VAE's data only)" in (out / "RECIPE.md").read_text()) == (stages == "vae")
+    recipe, card = (out / "RECIPE.md").read_text(), " ".join((out / "README.md").read_text().split())
+    assert ("(in the VAE's data only)" in recipe) == (stages == "vae")
+    told = ('shown to it, in 5 renders whose captions call it "hollow" and nothing else' if word
+            else "shown to it (to the VAE only), in 5 renders whose captions never name it")
+    assert ('name the style only as "hollow"' in recipe) == bool(word) and told in card, card

@@ -12,12 +12,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--output_dir", default="pipelines/tiny-sd-glyphs")
     parser.add_argument("--resolution", type=int, default=32)
     parser.add_argument("--num_images", type=int, default=5000, help="Training images from the glyph world.")
-    parser.add_argument("--unnamed_style_images", type=int, default=0, help="renders of the held-out style "
-                        "(outline) in the training fonts added to the data, captioned without the style's word; 0 "
-                        "(the shipped base) keeps the held-out styles unseen")
-    parser.add_argument("--unnamed_style_stages", default="both", choices=("both", "vae"), help="which stages train "
-                        "on those renders: both, or the VAE only, so its latent space can hold an outline while the "
-                        "UNet's data stays the train split")
+    parser.add_argument("--held_out_style_images", type=int, default=0, help="renders of the held-out style "
+                        "(outline) in the training fonts added to the data; 0 keeps the held-out styles unseen")
+    parser.add_argument("--held_out_style_word", default="", help="the one word their captions name the style by "
+                        "(one of the glyph world's words for it: hollow or outlined); '' (default): none, the "
+                        "captions never name it")
+    parser.add_argument("--held_out_style_stages", default="both", choices=("both", "vae"), help="which stages "
+                        "train on those renders: both, or the VAE only, so its latent space can hold an outline "
+                        "while the UNet's data stays the train split")
     parser.add_argument("--vae_steps", type=int, default=2000)
     parser.add_argument("--unet_steps", type=int, default=8000)
     parser.add_argument("--batch_size", type=int, default=64)

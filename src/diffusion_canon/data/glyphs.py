@@ -50,6 +50,7 @@ __all__ = [
     "HELD_OUT_STYLES",
     "SPLITS",
     "STYLES",
+    "STYLE_WORDS",
     "alternatives",
     "font_path",
     "glyph_specs",
@@ -143,7 +144,7 @@ _FONT_WORDS: dict[str, tuple[str, ...]] = {
     "cm-sans": ("Computer Modern sans-serif", "Computer Modern Sans"),
     "cm-typewriter": ("typewriter", "Computer Modern Typewriter"),
 }
-_STYLE_WORDS: dict[str, tuple[str, ...]] = {
+STYLE_WORDS: dict[str, tuple[str, ...]] = {
     "regular": ("", "regular", "plain"),
     "bold": ("bold", "heavy"),
     "italic": ("italic", "slanted"),
@@ -301,12 +302,17 @@ def alternatives(spec: GlyphSpec, attribute: str, split: str = "train") -> tuple
     return tuple(value for value in values if value != getattr(spec, attribute))
 
 
-def recaption(spec: GlyphSpec, caption_seed: int | Sequence[int], name_style: bool = True, **changes: str) -> GlyphSpec:
+def recaption(spec: GlyphSpec, caption_seed: int | Sequence[int], name_style: bool | str = True,
+              **changes: str) -> GlyphSpec:
     """``spec`` with ``changes`` applied (e.g. ``color="red"``) and a caption drawn from ``caption_seed``; the jitter
     is kept. The same ``caption_seed`` picks the same template, so two specs recaptioned with one seed have captions
     that differ mostly in the words of the attributes that differ: text-side hard negatives. ``name_style=False``
-    leaves the style's word out, as a caption of a regular glyph may ("a red serif letter Q")."""
+    leaves the style's word out, as a caption of a regular glyph may ("a red serif letter Q"); a string names the
+    style by that one of its words (``"hollow"`` for ``outline``) instead of a word drawn at random."""
     spec = dataclasses.replace(spec, **changes)
+    if isinstance(name_style, str) and name_style not in STYLE_WORDS[spec.style]:
+        raise ValueError(f"name_style must be one of the words of style {spec.style!r}, "
+                         f"{list(STYLE_WORDS[spec.style])}, or a bool; got {name_style!r}")
     rng = np.random.default_rng(caption_seed)
     return dataclasses.replace(spec, caption=_caption(rng, spec.character, spec.font, spec.style, spec.color,
                                                       spec.background, name_style))
@@ -462,7 +468,7 @@ def _contrast(a: tuple[int, int, int], b: tuple[int, int, int]) -> float:
 
 
 def _caption(rng: np.random.Generator, character: str, font: str, style: str, color: str, background: str,
-             name_style: bool = True) -> str:
+             name_style: bool | str = True) -> str:
     template = _CAPTION_TEMPLATES[rng.integers(len(_CAPTION_TEMPLATES))]
     kind = "digit" if character.isdigit() else ("letter", "capital letter", "uppercase letter")[rng.integers(3)]
     words = {
@@ -470,7 +476,7 @@ def _caption(rng: np.random.Generator, character: str, font: str, style: str, co
         "char": character,
         "color": color,
         "background": background.replace("-", " "),
-        "style": _STYLE_WORDS[style][rng.integers(len(_STYLE_WORDS[style]))] if name_style else "",
+        "style": _style_word(rng, style, name_style),
         "font": _FONT_WORDS[font][0],
         "font_name": _FONT_WORDS[font][1],
     }
@@ -479,3 +485,10 @@ def _caption(rng: np.random.Generator, character: str, font: str, style: str, co
         following = text.split("{a} ", 1)[1]
         text = text.replace("{a}", "an" if following[0].lower() in "aeiou" else "a", 1)
     return text
+
+
+def _style_word(rng: np.random.Generator, style: str, name_style: bool | str) -> str:
+    """The caption's word for ``style``: ``name_style`` itself when it is a word, else one drawn at random, or none."""
+    if isinstance(name_style, str):
+        return name_style
+    return STYLE_WORDS[style][rng.integers(len(STYLE_WORDS[style]))] if name_style else ""

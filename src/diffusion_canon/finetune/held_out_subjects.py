@@ -155,9 +155,11 @@ def style_prompt(template: str, character: str) -> str:
     return template.format(kind="digit" if character.isdigit() else "letter", char=character)
 
 
-# The prompts that ask for the held-out style: the textual-inversion placeholder, and the glyph world's own word for
-# it (what the LoRA is trained on; the frozen glyph CLIP never saw an outlined glyph in training).
-STYLE_PROMPTS = {"textual inversion": f"a {PLACEHOLDER} {{kind}} {{char}}", "words": "an outlined {kind} {char}"}
+# The prompts that ask for the held-out style: the textual-inversion placeholder; the glyph world's word "outlined",
+# which the base never read (the LoRA teaches it); and "hollow", the one word the base saw outlines captioned with
+# (make-base --held_out_style_word), what it draws unaided.
+STYLE_PROMPTS = {"textual inversion": f"a {PLACEHOLDER} {{kind}} {{char}}", "words": "an outlined {kind} {char}",
+                 "base word": "a hollow {kind} {char}"}
 
 
 def style_fidelity(images, characters: Sequence[str]) -> dict[str, float]:

@@ -1,12 +1,13 @@
 """``diffusion-canon make-base``: train the tiny Stable-Diffusion-format glyph model the fine-tuning demos start from.
 
-Three stages on the glyph world's ``train`` split and (``--unnamed_style_images``) renders of the held-out style
-``outline`` in the training fonts whose captions never name it. The held-out font is never seen, so DreamBooth has a
-genuinely new subject. With those renders the held-out style is one the base can draw but no word asks for, the
-situation textual inversion is for (Gal et al. 2022 find words for what a model can already draw); without them (the
-default, and the shipped base) even the VAE cannot reproduce an outline (benchmarks/RESULTS.md, F2). With
-``--unnamed_style_stages vae`` only the VAE sees them: a latent space that holds outlines, under a UNet that never drew
-one:
+Three stages on the glyph world's ``train`` split and (``--held_out_style_images``) renders of the held-out style
+``outline`` in the training fonts. The held-out font is never seen, so DreamBooth has a genuinely new subject. The
+held-out style's renders are captioned with one of its two words alone (``--held_out_style_word hollow``, the shipped
+base) or with none: a style the base can draw under a word the fine-tuning demos never use ("outlined", which its text
+encoder never read), the situation textual inversion is for (Gal et al. 2022 find words for what a model can already
+draw; with no word at all, no text reaches the style and inversion finds nothing, benchmarks/RESULTS.md F2). Without
+them even the VAE cannot reproduce an outline. With ``--held_out_style_stages vae`` only the VAE sees them: a latent
+space that holds outlines, under a UNet that never drew one:
 
 1. the glyph BPE tokenizer (``build_glyph_tokenizer``), CLIP format;
 2. an ``AutoencoderKL`` (4x downsampling, 4 latent channels): L1 reconstruction + beta KL(q(z|x) || N(0, I)); the
@@ -86,20 +87,21 @@ def pretrained_text_encoder(path: str, tokenizer) -> CLIPTextModel:
     return text_encoder.requires_grad_(False).eval()
 
 
-def glyph_tensors(resolution: int, num_images: int, seed: int,
-                  unnamed_style_images: int = 0) -> tuple[torch.Tensor, list[str]]:
+def glyph_tensors(resolution: int, num_images: int, seed: int, held_out_style_images: int = 0,
+                  held_out_style_word: str = "") -> tuple[torch.Tensor, list[str]]:
     """(N, 3, R, R) images in [-1, 1] and their captions: ``num_images`` from the ``train`` split (held-out fonts and
-    styles excluded), then ``unnamed_style_images`` of the held-out styles in the training fonts, captioned without
-    the style's word (:func:`~diffusion_canon.data.glyphs.recaption` with ``name_style=False``). Those come from
-    seed ``seed + 2`` of the ``held_out`` split: seeds 0 and 1 are the fine-tuning demos' training and reference
-    images."""
+    styles excluded), then ``held_out_style_images`` of the held-out styles in the training fonts, their captions
+    naming the style by ``held_out_style_word`` alone, or (``""``) not at all
+    (:func:`~diffusion_canon.data.glyphs.recaption`'s ``name_style``). Those come from seed ``seed + 2`` of the
+    ``held_out`` split: seeds 0 and 1 are the fine-tuning demos' training and reference images."""
     from ..data.glyphs import HELD_OUT_STYLES, TRAINING_FONTS, glyph_specs, recaption, render_glyph
 
     specs = glyph_specs(num_images=num_images, seed=seed, split="train")
-    if unnamed_style_images:
-        unnamed = glyph_specs(num_images=unnamed_style_images, seed=seed + 2, split="held_out", styles=HELD_OUT_STYLES,
-                              fonts=TRAINING_FONTS)
-        specs += [recaption(spec, [seed, index], name_style=False) for index, spec in enumerate(unnamed)]
+    if held_out_style_images:
+        held_out = glyph_specs(num_images=held_out_style_images, seed=seed + 2, split="held_out",
+                               styles=HELD_OUT_STYLES, fonts=TRAINING_FONTS)
+        specs += [recaption(spec, [seed, index], name_style=held_out_style_word or False)
+                  for index, spec in enumerate(held_out)]
     pixels = np.stack([render_glyph(spec, resolution)[resolution] for spec in specs])
     return torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 127.5 - 1.0, [spec.caption for spec in specs]
 
@@ -180,24 +182,30 @@ def train_unet(unet, text_encoder, tokenizer, latent_params: torch.Tensor, capti
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..data.glyphs import HELD_OUT_STYLES, STYLE_WORDS
     from ..data.tokenizer import build_glyph_tokenizer
 
     if args.resolution % 4:
         raise ValueError(f"--resolution must be a multiple of 4 (the VAE downsamples 4x), got {args.resolution}")
-    if args.unnamed_style_images < 0:
-        raise ValueError(f"--unnamed_style_images must be >= 0 (0: none), got {args.unnamed_style_images}")
+    if args.held_out_style_images < 0:
+        raise ValueError(f"--held_out_style_images must be >= 0 (0: none), got {args.held_out_style_images}")
+    style_words = [w for style in HELD_OUT_STYLES for w in STYLE_WORDS[style] if w]
+    if args.held_out_style_word not in ("", *style_words):
+        raise ValueError(f"--held_out_style_word must be one of {style_words} or '' (captions without it), "
+                         f"got {args.held_out_style_word!r}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.manual_seed(args.seed)
     start = time.time()
     tokenizer = build_glyph_tokenizer()
     text_encoder = (pretrained_text_encoder(args.text_encoder_path, tokenizer) if args.text_encoder_path
                     else tiny_text_encoder(tokenizer))  # checked before hours of training, not after
-    images, captions = glyph_tensors(args.resolution, args.num_images, args.seed, args.unnamed_style_images)
+    images, captions = glyph_tensors(args.resolution, args.num_images, args.seed, args.held_out_style_images,
+                                     args.held_out_style_word)
 
     vae = tiny_vae(args.resolution)
     train_vae(vae, images, args)
     vae.eval()
-    if args.unnamed_style_stages == "vae":  # glyph_tensors puts the unnamed renders last
+    if args.held_out_style_stages == "vae":  # glyph_tensors puts the held-out style's renders last
         images, captions = images[: args.num_images], captions[: args.num_images]
     latent_params = encode_all(vae, images)
     scaling_factor = float(1.0 / latent_params[:, :4].std())
@@ -224,7 +232,8 @@ def run(args: argparse.Namespace) -> int:
     write_model_card(args.output_dir, "tiny_sd_base", base_model=None, tags=["text-to-image", "glyphs"],
                      images=samples, resolution=args.resolution, vae_steps=args.vae_steps,
                      unet_steps=args.unet_steps, num_images=args.num_images, minutes=round(minutes, 1),
-                     text_encoder_path=args.text_encoder_path)
+                     text_encoder_path=args.text_encoder_path, held_out_style_images=args.held_out_style_images,
+                     held_out_style_word=args.held_out_style_word, held_out_style_stages=args.held_out_style_stages)
     logger.info("saved %s in %.1f min", args.output_dir, minutes)
     return 0
 
@@ -246,10 +255,12 @@ def sample_grid(folder: str, resolution: int, num_inference_steps: int) -> list:
 def write_recipe(args: argparse.Namespace, minutes: float) -> None:
     flags = " ".join(f"--{k} {shlex.quote(str(v))}" for k, v in sorted(vars(args).items()) if k != "func")
     threads = os.environ.get("OMP_NUM_THREADS", "")
-    unnamed = (f", and {args.unnamed_style_images} renders of the held-out styles in the training fonts whose captions "
-               "never name the style" if args.unnamed_style_images else "")
-    if args.unnamed_style_images and args.unnamed_style_stages == "vae":
-        unnamed += " (in the VAE's data only)"
+    named = (f"name the style only as \"{args.held_out_style_word}\"" if args.held_out_style_word
+             else "never name the style")
+    held_out = (f", and {args.held_out_style_images} renders of the held-out styles in the training fonts whose "
+                f"captions {named}" if args.held_out_style_images else "")
+    if args.held_out_style_images and args.held_out_style_stages == "vae":
+        held_out += " (in the VAE's data only)"
     with open(os.path.join(args.output_dir, "RECIPE.md"), "w") as f:
         f.write(
             "# Recipe\n\nThis folder was produced by\n\n"
@@ -257,5 +268,5 @@ def write_recipe(args: argparse.Namespace, minutes: float) -> None:
             f"with diffusion-canon's `finetune/make_base.py` (torch {torch.__version__}, Python "
             f"{sys.version.split()[0]}); it took {minutes:.1f} min on a shared 2-core CPU. Training data: "
             f"`load_glyphs(split=\"train\")` ({args.num_images} images), which never shows the held-out fonts and "
-            f"styles (`HELD_OUT_FONTS`, `HELD_OUT_STYLES`){unnamed}.\n"
+            f"styles (`HELD_OUT_FONTS`, `HELD_OUT_STYLES`){held_out}.\n"
         )
