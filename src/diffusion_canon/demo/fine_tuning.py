@@ -63,13 +63,14 @@ def fine_tuning_section(output: Path, pipelines: Path) -> DemoSection:
         title="Fine-tuning the tiny SD base: DreamBooth, textual inversion, LoRA",
         description=(
             "pipelines/tiny-sd-glyphs (AutoencoderKL + UNet2DConditionModel on the frozen text tower of "
-            "unclip-glyphs' CLIP, trained by `diffusion-canon make-base` without the held-out font cm-typewriter and "
-            "style outline) fine-tuned here by "
+            "unclip-glyphs' CLIP, trained by `diffusion-canon make-base` without the held-out font cm-typewriter, "
+            "and with the held-out style outline captioned only as \"hollow\", never \"outlined\") fine-tuned here by "
             "training/train_dreambooth.py (400 steps), train_textual_inversion.py and train_lora.py (200 steps), "
             "in-process. "
             "Stock diffusers loads every result (from_pretrained, load_textual_inversion, load_lora_weights). "
             f"Samples: classifier-free guidance {GUIDANCE_SCALE}, {NUM_INFERENCE_STEPS} DDIM steps. "
-            "benchmarks/RESULTS.md (F1) measures DreamBooth's claim on 100 samples per prompt and two seeds: both "
+            "benchmarks/RESULTS.md (F1) measures DreamBooth's claim on 100 samples per prompt and two seeds, on the "
+            "previous base (before the outline renders): both "
             "learn the subject (cFID to it 171 → 32–45); without the prior loss the class prompt drifts (cFID to the "
             "base's own samples 120–126, second row, right half), with it, it keeps the base's letters (15–16, last "
             "row; the floor is 1.6)."
@@ -81,10 +82,11 @@ def fine_tuning_section(output: Path, pipelines: Path) -> DemoSection:
                                f"“{INSTANCE_PROMPT}”, right half: “{CLASS_PROMPT}” (the prior the loss preserves)"),
             ("textual_inversion.png", f"Textual inversion of the held-out style: training images (top); base with the "
                                       f"initializer word, “a bold letter X”; after, “a {PLACEHOLDER} letter X”. It "
-                                      "fails here: benchmark F2 reads 0.02 of its samples as outlined and 0.39 as the "
-                                      "asked character; the base's VAE and UNet never saw an outline"),
+                                      "finds the style but loses the letter: benchmark F2 reads 0.45–0.54 of its "
+                                      "samples as outlined and only 0.25–0.39 as the asked character"),
             ("lora.png", "LoRA (rank 4) on captioned outline glyphs: training images (top); base, “an outlined "
-                         "letter X” (it never saw the style); with the LoRA, the same prompts and seeds. Weak: "
-                         "benchmark F2 reads 0.05–0.08 of its samples as outlined (character 0.86–0.90)"),
+                         "letter X” (a word it never read); with the LoRA, the same prompts and seeds. It keeps the "
+                         "letter but outlines only some: benchmark F2 reads 0.29–0.35 of its samples as "
+                         "outlined (character 0.90)"),
         ],
     )

@@ -31,9 +31,10 @@ def tiny_sd_section(output: Path, pipelines: Path) -> DemoSection:
         description=(
             f"{PIPELINE_NAME} = AutoencoderKL (trained with an ink-weighted L1) + UNet2DConditionModel on the frozen "
             "text tower of the unCLIP section's glyph CLIP, trained by `diffusion-canon make-base` without the "
-            f"held-out fonts and styles. {NUM_INFERENCE_STEPS} DDIM steps, classifier-free guidance 7.5. Measured on "
-            "216 held-out captions per seed (benchmark T1): the asked character 0.958 / 0.954, the asked ink colour "
-            "0.988 / 0.983. It is the base that `make demo-train` fine-tunes."
+            "held-out font (its outlines it saw captioned only as \"hollow\"). "
+            f"{NUM_INFERENCE_STEPS} DDIM steps, classifier-free guidance 7.5. Measured on "
+            "216 held-out captions per seed (benchmark T1): the asked character 0.968 / 0.972 / 0.963, the asked ink "
+            "colour 0.988 / 0.983 / 0.979. It is the base that `make demo-train` fine-tunes."
         ),
         images=[("tiny_sd_prompts.png", "two samples per prompt (columns): " + "; ".join(PROMPTS))],
     )

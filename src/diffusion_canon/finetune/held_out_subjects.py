@@ -1,5 +1,6 @@
-"""Fine-tuning on the glyph world's held-out subjects, end to end: subjects the tiny base never saw (the held-out font
-``cm-typewriter`` and style ``outline``), the three training scripts run in-process on ``pipelines/tiny-sd-glyphs``,
+"""Fine-tuning on the glyph world's held-out subjects, end to end: the held-out font ``cm-typewriter``, which the tiny
+base never saw, and the style ``outline``, which it saw only under the word "hollow" (never "outlined"); the three
+training scripts run in-process on ``pipelines/tiny-sd-glyphs``,
 and the two measures of DreamBooth's claim (Ruiz et al. 2022, §4): subject fidelity and prior preservation. Shared by
 the demo gallery (:mod:`diffusion_canon.demo.fine_tuning`) and ``benchmarks/bench_dreambooth_prior.py``; the runs
 need a checkout (its ``training/`` scripts).
