@@ -25,11 +25,15 @@ shipped = pytest.mark.skipif(not (BASE / "model_index.json").is_file(),
 def test_subject_and_style_folders(tmp_path):
     subject = sorted(subjects.subject_images(tmp_path / "subject").glob("*.png"))
     assert len(subject) == 5 and not (tmp_path / "subject" / "metadata.jsonl").exists()
-    style = subjects.style_images(tmp_path / "style", num_images=6, captions=True)
+    style = subjects.style_images(tmp_path / "style", num_images=6)
     captions = [json.loads(line) for line in (style / "metadata.jsonl").read_text().splitlines()]
     assert [c["file_name"] for c in captions] == [p.name for p in sorted(style.glob("*.png"))]
-    # the glyph world's own captions; all but the terse template ("digit 0") name the style
-    assert sum("outlined" in c["text"] or "hollow" in c["text"] for c in captions) >= 4, captions
+    # the glyph world's captions, naming the style (all but the terse template, "digit 0") by the word the LoRA
+    # teaches, never by "hollow", the word the base knows it by
+    assert sum("outlined" in c["text"] for c in captions) >= 4 and not any("hollow" in c["text"] for c in captions)
+    # each image's subject (textual inversion's --subject_column) is the character its caption names
+    assert [c["subject"] for c in captions] == ["digit 0", "digit 1", "digit 2", "digit 3", "digit 4", "digit 5"]
+    assert all(c["subject"] in c["text"] for c in captions), captions
 
 
 def test_subject_fidelity_reads_the_font():

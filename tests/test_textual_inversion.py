@@ -3,11 +3,13 @@ new rows, bad tokens fail before training."""
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
 import torch
 from diffusers import StableDiffusionPipeline
+from PIL import Image
 from safetensors.torch import load_file
 
 from finetune_helpers import base, common_args, write_images  # noqa: F401 (fixture)
@@ -65,4 +67,58 @@ def test_bad_tokens_fail_before_training(base, tmp_path, flags, message):
     data = write_images(tmp_path / "style", 1)
     with pytest.raises(ValueError, match=message):
         ti.main(ti_args(base, data, tmp_path / "out", *flags))
+    assert not (tmp_path / "out").exists()
+
+
+def write_subjects(folder, subjects: dict[str, str]) -> None:
+    lines = [json.dumps({"file_name": name, "subject": subject}) for name, subject in subjects.items()]
+    (folder / "metadata.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def style_prompts(placeholder: str, subject: str) -> set[str]:
+    """The three subject templates of a style, written out."""
+    return {f"a {placeholder} {subject}", f"the {subject} in {placeholder}", f"{placeholder} {subject}"}
+
+
+def test_subject_column_puts_each_images_subject_in_its_prompts(base, tmp_path, monkeypatch):
+    data = write_images(tmp_path / "style", 2)
+    write_subjects(data, {"0.png": "letter Q", "1.png": "digit 7"})
+    seen = []
+    predict_batch = ti.predict_batch
+
+    def spy(batch, *args, **kwargs):
+        seen.extend(batch["prompts"])
+        return predict_batch(batch, *args, **kwargs)
+
+    monkeypatch.setattr(ti, "predict_batch", spy)
+    out = tmp_path / "out"
+    ti.main(ti_args(base, data, out, "--learnable_property", "style", "--subject_column", "subject",
+                    "--max_train_steps", "4"))
+    q, seven = style_prompts("<glyph-style>", "letter Q"), style_prompts("<glyph-style>", "digit 7")
+    assert len(seen) == 8 and set(seen) <= q | seven, seen
+    assert set(seen) & q and set(seen) & seven, seen
+    assert "metadata.jsonl column `subject`" in (out / "README.md").read_text()
+
+
+def test_templated_images_pair_each_image_with_its_own_subject(tmp_path):
+    from diffusion_canon.finetune.textual_inversion import SUBJECT_TEMPLATES, TemplatedImages
+
+    subjects = ["letter Q", "digit 7", "letter A"]
+    dataset = TemplatedImages([str(tmp_path / f"{i}.png") for i in range(3)], SUBJECT_TEMPLATES["style"], "<s>",
+                              None, subjects)
+    for index in [0, 1, 2] * 10:
+        assert dataset.prompt(index) in style_prompts("<s>", subjects[index])
+
+
+@pytest.mark.parametrize("subjects, message", [
+    ({"0.png": "letter Q"}, r"--subject_column 'subject': .*metadata.jsonl gives no subject for 1 image\(s\), "
+                            r"e.g. \['1.png'\]"),
+    (None, r"--subject_column 'subject': .*gives no subject for 2 image\(s\)"),
+])
+def test_missing_subjects_fail_before_training(base, tmp_path, subjects, message):
+    data = write_images(tmp_path / "style", 2)
+    if subjects:
+        write_subjects(data, subjects)
+    with pytest.raises(ValueError, match=message):
+        ti.main(ti_args(base, data, tmp_path / "out", "--subject_column", "subject"))
     assert not (tmp_path / "out").exists()

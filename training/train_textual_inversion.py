@@ -1,9 +1,10 @@
 """Textual inversion (Gal et al. 2022): learn the embedding of a new token (e.g. "<glyph-style>") from a few images,
-every model weight frozen; prompts are templates around the token ("a <glyph-style> letter").
+every model weight frozen; prompts are templates around the token ("a <glyph-style> letter"), and with
+``--subject_column`` they also name what each image shows ("a <glyph-style> letter Q").
 
     accelerate launch training/train_textual_inversion.py --pretrained_model_name_or_path pipelines/tiny-sd-glyphs \\
         --train_data_dir my_style --placeholder_token "<glyph-style>" --initializer_token bold \\
-        --learnable_property style --resolution 32 --max_train_steps 1000 --output_dir out/ti
+        --learnable_property style --subject_column subject --resolution 32 --max_train_steps 1000 --output_dir out/ti
 
 Output: ``learned_embeds.safetensors`` ({token: (num_vectors, D)}) for ``pipe.load_textual_inversion(output_dir)``,
 optionally an A1111 embedding or a full pipeline; a model card. Checkpoints hold only the new rows and their
@@ -26,7 +27,7 @@ from diffusion_canon.finetune.prompt_encoder import PromptEncoder
 from diffusion_canon.finetune.sd_args import add_sd_args, check_sd_args
 from diffusion_canon.finetune.sd_base import base_pipeline, load_base
 from diffusion_canon.finetune.textual_inversion import (
-    OBJECT_TEMPLATES, STYLE_TEMPLATES, PlaceholderEmbeddings, TemplatedImages, add_placeholder_tokens,
+    SUBJECT_TEMPLATES, TEMPLATES, PlaceholderEmbeddings, TemplatedImages, add_placeholder_tokens, image_subjects,
     install_placeholder_rows, save_learned_embeds,
 )
 from diffusion_canon.finetune.validation import validation_images
@@ -42,6 +43,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     group.add_argument("--initializer_token", required=True, help="A single existing token to start from.")
     group.add_argument("--num_vectors", type=int, default=1, help="Embedding vectors for the placeholder.")
     group.add_argument("--learnable_property", default="object", choices=("object", "style"))
+    group.add_argument("--subject_column", default=None,
+                       help="A metadata.jsonl column naming what each image shows besides the concept, put into "
+                       'the prompts: for a style e.g. "letter Q" ("a <glyph-style> letter Q"), for an object e.g. '
+                       '"on a beach". Without it the prompts name the concept only.')
     group.add_argument("--export_a1111", action="store_true", help="Also write an AUTOMATIC1111 embedding.")
     group.add_argument("--save_as_full_pipeline", action="store_true",
                        help="Also save the whole pipeline with the token baked into the text encoder.")
@@ -54,6 +59,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     paths = list_images(args.train_data_dir, "train_data_dir") * args.repeats
+    subjects = image_subjects(args.train_data_dir, paths, args.subject_column) if args.subject_column else None
     base = load_base(args)
     token_ids, initializer_id = add_placeholder_tokens(base.tokenizer, args.placeholder_token,
                                                        args.initializer_token, args.num_vectors)
@@ -69,11 +75,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     rows = PlaceholderEmbeddings(initial.expand(args.num_vectors, -1)).to(run.device)
     run.trainable(rows.parameters())
 
-    # Data: the images (x repeats), each with a template prompt around the placeholder string.
+    # Data: the images (x repeats), each with a template prompt around the placeholder string (and its subject).
     placeholder = " ".join(base.tokenizer.convert_ids_to_tokens(token_ids))
-    templates = STYLE_TEMPLATES if args.learnable_property == "style" else OBJECT_TEMPLATES
+    templates = (SUBJECT_TEMPLATES if subjects else TEMPLATES)[args.learnable_property]
     transform = ImageTransform(args.resolution, args.center_crop, args.random_flip)
-    dataset = TemplatedImages(paths, templates, placeholder, transform)
+    dataset = TemplatedImages(paths, templates, placeholder, transform, subjects)
     if args.cache_latents or transform.deterministic:  # fixed pixels, fixed VAE posterior: encode once
         dataset = CachedLatents(dataset, base.vae)
     dataloader = run.dataloader(dataset, collate)
@@ -108,7 +114,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                 repo_id=args.hub_model_id if args.push_to_hub else None, folder=args.output_dir,
                 placeholder_token=args.placeholder_token,
                 initializer_token=args.initializer_token, num_vectors=args.num_vectors,
-                learnable_property=args.learnable_property, validation_prompt=args.validation_prompt,
+                learnable_property=args.learnable_property, subject_column=args.subject_column,
+                validation_prompt=args.validation_prompt,
                 steps=run.global_step,
             )
     run.end()

@@ -65,8 +65,8 @@ def fine_tuning_section(output: Path, pipelines: Path) -> DemoSection:
             "pipelines/tiny-sd-glyphs (AutoencoderKL + UNet2DConditionModel on the frozen text tower of "
             "unclip-glyphs' CLIP, trained by `diffusion-canon make-base` without the held-out font cm-typewriter, "
             "and with the held-out style outline captioned only as \"hollow\", never \"outlined\") fine-tuned here by "
-            "training/train_dreambooth.py (400 steps), train_textual_inversion.py and train_lora.py (200 steps), "
-            "in-process. "
+            "training/train_dreambooth.py (400 steps), train_textual_inversion.py (400 steps, prompts that name "
+            "each image's character) and train_lora.py (200 steps, UNet and text encoder), in-process. "
             "Stock diffusers loads every result (from_pretrained, load_textual_inversion, load_lora_weights). "
             f"Samples: classifier-free guidance {GUIDANCE_SCALE}, {NUM_INFERENCE_STEPS} DDIM steps. "
             "benchmarks/RESULTS.md (F1) measures DreamBooth's claim on 100 samples per prompt and two seeds, on the "
@@ -82,11 +82,11 @@ def fine_tuning_section(output: Path, pipelines: Path) -> DemoSection:
                                f"“{INSTANCE_PROMPT}”, right half: “{CLASS_PROMPT}” (the prior the loss preserves)"),
             ("textual_inversion.png", f"Textual inversion of the held-out style: training images (top); base with the "
                                       f"initializer word, “a bold letter X”; after, “a {PLACEHOLDER} letter X”. It "
-                                      "finds the style but loses the letter: benchmark F2 reads 0.45–0.54 of its "
-                                      "samples as outlined and only 0.25–0.39 as the asked character"),
-            ("lora.png", "LoRA (rank 4) on captioned outline glyphs: training images (top); base, “an outlined "
-                         "letter X” (a word it never read); with the LoRA, the same prompts and seeds. It keeps the "
-                         "letter but outlines only some: benchmark F2 reads 0.29–0.35 of its samples as "
-                         "outlined (character 0.90)"),
+                                      "benchmark F2 reads 0.67–0.71 of its samples as outlined and 0.89–0.90 as "
+                                      "the asked character (the base's own word, “a hollow letter X”: 0.83 / 0.84)"),
+            ("lora.png", "LoRA (rank 4, UNet and text encoder) on outline glyphs captioned “outlined”: training "
+                         "images (top); base, “an outlined letter X” (a word it never read); with the LoRA, the same "
+                         "prompts and seeds. Benchmark F2 reads 0.53–0.56 of its samples as outlined (base: 0.00) "
+                         "and 0.93–0.95 as the asked character"),
         ],
     )

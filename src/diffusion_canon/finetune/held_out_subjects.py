@@ -21,6 +21,7 @@ SUBJECT_FONT = "cm-typewriter"
 INSTANCE_PROMPT = "a sks font letter A"
 CLASS_PROMPT = "a letter A"
 STYLE = "outline"
+STYLE_WORD = "outlined"  # the glyph world's word for STYLE that the base never read: the one the LoRA teaches
 PLACEHOLDER = "<glyph-style>"
 RESOLUTION = 32
 GUIDANCE_SCALE = 3.0
@@ -30,21 +31,30 @@ NUM_INFERENCE_STEPS = 25
 # docstrings); the demo and the benchmark use the same ones.
 DREAMBOOTH_ARGS = ["--learning_rate", "3e-4", "--train_batch_size", "4", "--max_train_steps", "400",
                    "--num_class_images", "50", "--sample_batch_size", "25"]
-TEXTUAL_INVERSION_ARGS = ["--learning_rate", "5e-2", "--train_batch_size", "8", "--max_train_steps", "200",
+TEXTUAL_INVERSION_ARGS = ["--learning_rate", "5e-2", "--train_batch_size", "8", "--max_train_steps", "400",
                           "--initializer_token", "bold", "--learnable_property", "style"]
-LORA_ARGS = ["--learning_rate", "1e-3", "--train_batch_size", "8", "--max_train_steps", "200", "--rank", "4"]
+LORA_ARGS = ["--learning_rate", "1e-3", "--train_batch_size", "8", "--max_train_steps", "200", "--rank", "4",
+             "--train_text_encoder"]
 
 
-def write_glyph_folder(folder: Path, num_images: int, seed: int = 0, captions: bool = False, **selection) -> Path:
-    """Render ``load_glyphs(RESOLUTION, split="held_out", ...)`` as PNGs (and ``metadata.jsonl`` with the captions)."""
-    from ..data.glyphs import load_glyphs
+def write_glyph_folder(folder: Path, num_images: int, seed: int = 0, captions: bool = False,
+                       style_word: str | None = None, **selection) -> Path:
+    """Render ``glyph_specs(num_images, seed, split="held_out", ...)`` as PNGs (the images of ``load_glyphs``), and
+    with ``captions`` a ``metadata.jsonl`` holding each one's caption and subject ("letter Q", "digit 7": for
+    train_textual_inversion.py's ``--subject_column subject``). ``style_word`` names the style by that one of its
+    words in every caption that names it (:func:`~diffusion_canon.data.glyphs.recaption`)."""
+    from ..data.glyphs import glyph_specs, recaption, render_glyph
 
     folder.mkdir(parents=True, exist_ok=True)
-    glyphs = load_glyphs(RESOLUTION, seed=seed, split="held_out", num_images=num_images, **selection)
+    specs = glyph_specs(num_images=num_images, seed=seed, split="held_out", **selection)
+    if style_word:
+        specs = [recaption(spec, [seed, index], name_style=style_word) for index, spec in enumerate(specs)]
     lines = []
-    for i, (image, caption) in enumerate(zip(glyphs["image"], glyphs["caption"])):
-        image.save(folder / f"{i:03d}.png")
-        lines.append(json.dumps({"file_name": f"{i:03d}.png", "text": caption}))
+    for index, spec in enumerate(specs):
+        name = f"{index:03d}.png"
+        Image.fromarray(render_glyph(spec, RESOLUTION)[RESOLUTION]).save(folder / name)
+        subject = style_prompt("{kind} {char}", spec.character)
+        lines.append(json.dumps({"file_name": name, "text": spec.caption, "subject": subject}))
     if captions:
         (folder / "metadata.jsonl").write_text("\n".join(lines) + "\n")
     return folder
@@ -65,12 +75,13 @@ def subject_renders(num_images: int, seed: int = 1) -> list[Image.Image]:
     return list(load_glyphs(RESOLUTION, seed=seed, split="held_out", num_images=num_images, **SUBJECT)["image"])
 
 
-def style_images(folder: Path, num_images: int = 40, seed: int = 0, captions: bool = False) -> Path:
-    """The held-out style in the training fonts, every character, black on white (with captions for LoRA)."""
+def style_images(folder: Path, num_images: int = 40, seed: int = 0) -> Path:
+    """The held-out style in the training fonts, every character, black on white, with captions that call it
+    ``STYLE_WORD`` (for the LoRA) and subjects (for textual inversion)."""
     from ..data.glyphs import TRAINING_FONTS
 
-    return write_glyph_folder(folder, num_images, seed, captions, styles=STYLE, fonts=TRAINING_FONTS, colors="black",
-                              backgrounds="white")
+    return write_glyph_folder(folder, num_images, seed, captions=True, style_word=STYLE_WORD, styles=STYLE,
+                              fonts=TRAINING_FONTS, colors="black", backgrounds="white")
 
 
 def run_script(name: str, argv: Sequence[str]) -> None:
@@ -98,23 +109,25 @@ def dreambooth(work: Path, prior_preservation: bool, base: str | Path, seed: int
 
 
 def textual_inversion(work: Path, base: str | Path, seed: int = 0, extra: Sequence[str] = ()) -> Path:
-    """Textual inversion of the held-out style on ``base``: the embedding of ``PLACEHOLDER``."""
+    """Textual inversion of the held-out style on ``base``: the embedding of ``PLACEHOLDER``, from prompts that
+    name each image's character."""
     output = work / "textual-inversion"
     run_script("train_textual_inversion", [
         "--pretrained_model_name_or_path", str(base), "--output_dir", str(output),
         "--train_data_dir", str(style_images(work / "style")), "--placeholder_token", PLACEHOLDER,
-        "--resolution", str(RESOLUTION), "--seed", str(seed), "--checkpointing_steps", "0", *TEXTUAL_INVERSION_ARGS,
-        *extra,
+        "--subject_column", "subject", "--resolution", str(RESOLUTION), "--seed", str(seed), "--checkpointing_steps",
+        "0", *TEXTUAL_INVERSION_ARGS, *extra,
     ])
     return output
 
 
 def lora(work: Path, base: str | Path, seed: int = 0, extra: Sequence[str] = ()) -> Path:
-    """A LoRA of the held-out style on ``base``, from glyphs captioned in the glyph world's words."""
+    """A LoRA (UNet and text encoder) of the held-out style on ``base``, from glyphs captioned in the glyph world's
+    words, the style always called ``STYLE_WORD``."""
     output = work / "lora"
     run_script("train_lora", [
         "--pretrained_model_name_or_path", str(base), "--output_dir", str(output),
-        "--train_data_dir", str(style_images(work / "style-captioned", captions=True)),
+        "--train_data_dir", str(style_images(work / "style")),
         "--resolution", str(RESOLUTION), "--seed", str(seed), "--checkpointing_steps", "0", *LORA_ARGS, *extra,
     ])
     return output
@@ -159,8 +172,8 @@ def style_prompt(template: str, character: str) -> str:
 # The prompts that ask for the held-out style: the textual-inversion placeholder; the glyph world's word "outlined",
 # which the base never read (the LoRA teaches it); and "hollow", the one word the base saw outlines captioned with
 # (make-base --held_out_style_word), what it draws unaided.
-STYLE_PROMPTS = {"textual inversion": f"a {PLACEHOLDER} {{kind}} {{char}}", "words": "an outlined {kind} {char}",
-                 "base word": "a hollow {kind} {char}"}
+STYLE_PROMPTS = {"textual inversion": f"a {PLACEHOLDER} {{kind}} {{char}}",
+                 "words": f"an {STYLE_WORD} {{kind}} {{char}}", "base word": "a hollow {kind} {char}"}
 
 
 def style_fidelity(images, characters: Sequence[str]) -> dict[str, float]:

@@ -18,18 +18,28 @@ from collections.abc import Callable, Sequence
 import torch
 from safetensors.torch import save_file
 from torch import nn
-from torch.utils.data import Dataset
 
-from .data import PromptedImages
+from .data import PromptedImages, read_captions
 
-OBJECT_TEMPLATES = (
-    "a photo of a {}", "a rendering of a {}", "a close-up photo of a {}", "a good photo of the {}", "a {}",
-    "a picture of a {}", "an image of the {}", "a small {}", "a large {}", "a clean {}",
-)
-STYLE_TEMPLATES = (
-    "a letter in the style of {}", "a digit in the style of {}", "a painting in the style of {}",
-    "a rendering in the style of {}", "an image in the style of {}", "a {} letter", "a {} digit", "a {} glyph",
-)
+# Prompt templates per --learnable_property, around the placeholder string.
+TEMPLATES = {
+    "object": ("a photo of a {placeholder}", "a rendering of a {placeholder}", "a close-up photo of a {placeholder}",
+               "a good photo of the {placeholder}", "a {placeholder}", "a picture of a {placeholder}",
+               "an image of the {placeholder}", "a small {placeholder}", "a large {placeholder}",
+               "a clean {placeholder}"),
+    "style": ("a letter in the style of {placeholder}", "a digit in the style of {placeholder}",
+              "a painting in the style of {placeholder}", "a rendering in the style of {placeholder}",
+              "an image in the style of {placeholder}", "a {placeholder} letter", "a {placeholder} digit",
+              "a {placeholder} glyph"),
+}
+# With --subject_column the prompts also name what each image shows besides the concept (a style's "letter Q", an
+# object's "on a beach"). The loss then leaves the subject to the words: a style vector trained on prompts without it
+# also learns the characters of its few images and draws them for "a <style> letter Q" (benchmarks/RESULTS.md F2).
+SUBJECT_TEMPLATES = {
+    "object": ("a photo of a {placeholder} {subject}", "a rendering of a {placeholder} {subject}",
+               "a {placeholder} {subject}"),
+    "style": ("a {placeholder} {subject}", "the {subject} in {placeholder}", "{placeholder} {subject}"),
+}
 WEIGHT_NAME = "learned_embeds.safetensors"
 A1111_WEIGHT_NAME = "a1111_embedding.safetensors"
 
@@ -93,14 +103,28 @@ def install_placeholder_rows(text_encoder: nn.Module, rows: nn.Module) -> None:
 
 
 class TemplatedImages(PromptedImages):
-    """Images with a prompt drawn per access from templates around the placeholder string ("a photo of a <tok>")."""
+    """Images with a prompt drawn per access from templates around the placeholder string ("a photo of a <tok>"),
+    and, given each image's subject, naming it too ("a <tok> letter Q")."""
 
-    def __init__(self, paths: Sequence[str], templates: Sequence[str], placeholder: str, transform: Callable) -> None:
-        super().__init__(paths, [placeholder] * len(paths), transform)
-        self.templates = templates
+    def __init__(self, paths: Sequence[str], templates: Sequence[str], placeholder: str, transform: Callable,
+                 subjects: Sequence[str] | None = None) -> None:
+        super().__init__(paths, [""] * len(paths) if subjects is None else subjects, transform)
+        self.templates, self.placeholder = templates, placeholder
 
     def prompt(self, index: int) -> str:
-        return random.choice(self.templates).format(self.prompts[index])
+        return random.choice(self.templates).format(placeholder=self.placeholder, subject=self.prompts[index])
+
+
+def image_subjects(folder: str, paths: Sequence[str], column: str) -> list[str]:
+    """Each image's subject from ``folder/metadata.jsonl``'s ``column`` (``--subject_column``); an image without
+    one is a ``ValueError`` naming the flag and the file."""
+    subjects = read_captions(folder, column)
+    missing = sorted({os.path.basename(p) for p in paths} - set(subjects))
+    if missing:
+        raise ValueError(f"--subject_column {column!r}: {os.path.join(folder, 'metadata.jsonl')} gives no subject "
+                         f"for {len(missing)} image(s), e.g. {missing[:3]}; add lines like "
+                         f'{{"file_name": "{missing[0]}", "{column}": "letter Q"}}')
+    return [subjects[os.path.basename(p)] for p in paths]
 
 
 def save_learned_embeds(output_dir: str, placeholder_token: str, rows: torch.Tensor, a1111: bool = False) -> None:
