@@ -12,7 +12,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--pipelines", help="the folder of shipped pipeline folders (default: the checkout's "
                         "pipelines/, when run from inside the checkout)")
     parser.add_argument("--train", action="store_true", help="also build the sections that train models in-process "
-                        "(the fine-tuning gallery, about six minutes on a 2-core CPU)")
+                        "(the fine-tuning gallery, 5.4 min on a 2-core CPU)")
     parser.set_defaults(func=_run)
 
 

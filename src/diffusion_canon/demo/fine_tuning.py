@@ -1,6 +1,6 @@
 """Fine-tuning in the demo gallery: DreamBooth of the held-out font (with and without prior preservation), textual
-inversion and a LoRA of the held-out style, trained here on ``pipelines/tiny-sd-glyphs`` (about three minutes on a
-CPU) and shown as before/after grids from the same seeds."""
+inversion and a LoRA of the held-out style, trained here on ``pipelines/tiny-sd-glyphs`` (324 s on a 2-core
+CPU, 2026-12-07) and shown as before/after grids from the same seeds."""
 
 from __future__ import annotations
 
@@ -69,11 +69,10 @@ def fine_tuning_section(output: Path, pipelines: Path) -> DemoSection:
             "each image's character) and train_lora.py (200 steps, UNet and text encoder), in-process. "
             "Stock diffusers loads every result (from_pretrained, load_textual_inversion, load_lora_weights). "
             f"Samples: classifier-free guidance {GUIDANCE_SCALE}, {NUM_INFERENCE_STEPS} DDIM steps. "
-            "benchmarks/RESULTS.md (F1) measures DreamBooth's claim on 100 samples per prompt and two seeds, on the "
-            "previous base (before the outline renders): both "
-            "learn the subject (cFID to it 171 → 32–45); without the prior loss the class prompt drifts (cFID to the "
-            "base's own samples 120–126, second row, right half), with it, it keeps the base's letters (15–16, last "
-            "row; the floor is 1.6)."
+            "benchmarks/RESULTS.md (F1) measures DreamBooth's claim on 100 samples per prompt and two seeds: both "
+            "learn the subject (cFID to it 208 → 50–99); without the prior loss the class prompt drifts (cFID to the "
+            "base's own samples 93–102, second row, right half), with it, it keeps the base's letters (18–37, last "
+            "row; the floor is 7.3)."
         ),
         images=[
             ("dreambooth_subject.png", f"DreamBooth's {len(subject)} subject images: the held-out font"),

@@ -64,7 +64,7 @@ def run_demo(output: str | Path = "outputs/demo", sections: Sequence[str] | None
             blocks.append(error_html(provider, error))
     if sections is None and not train:
         blocks.append(note_html("Not built by this run: " + ", ".join(TRAINING_SECTIONS), "These sections train models "
-                                "in-process (about six minutes on a 2-core CPU): run `make demo-train` "
+                                "in-process (5.4 min on a 2-core CPU): run `make demo-train` "
                                 "(`diffusion-canon demo --train`) to add them."))
     index = output / "index.html"
     index.write_text(page_html(blocks), encoding="utf-8")
