@@ -9,7 +9,6 @@ import os
 import pytest
 import torch
 from diffusers import StableDiffusionPipeline
-from PIL import Image
 from safetensors.torch import load_file
 
 from finetune_helpers import base, common_args, write_images  # noqa: F401 (fixture)

@@ -4,9 +4,9 @@ Three stages on the glyph world's ``train`` split and (``--held_out_style_images
 ``outline`` in the training fonts. The held-out font is never seen, so DreamBooth has a genuinely new subject. The
 held-out style's renders are captioned with one of its two words alone (``--held_out_style_word hollow``, the shipped
 base) or with none: a style the base can draw under a word the fine-tuning demos never use, while the one they use
-("outlined") it never read: the situation textual inversion is for (Gal et al. 2022 find words for what a model can already
-draw; with no word at all, no text reaches the style and inversion finds nothing, benchmarks/RESULTS.md F2). Without
-them even the VAE cannot reproduce an outline. With ``--held_out_style_stages vae`` only the VAE sees them: a latent
+("outlined") it never read: the situation textual inversion is for (Gal et al. 2022 find words for what a model can
+already draw; with no word at all, no text reaches the style and inversion finds nothing, benchmarks/RESULTS.md F2).
+Without them even the VAE cannot reproduce an outline. With ``--held_out_style_stages vae`` only the VAE sees them: a latent
 space that holds outlines, under a UNet that never drew one:
 
 1. the glyph BPE tokenizer (``build_glyph_tokenizer``), CLIP format;

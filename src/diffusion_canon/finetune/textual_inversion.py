@@ -108,6 +108,7 @@ class TemplatedImages(PromptedImages):
 
     def __init__(self, paths: Sequence[str], templates: Sequence[str], placeholder: str, transform: Callable,
                  subjects: Sequence[str] | None = None) -> None:
+        # PromptedImages' per-image strings hold the subjects; prompt() puts them into a template
         super().__init__(paths, [""] * len(paths) if subjects is None else subjects, transform)
         self.templates, self.placeholder = templates, placeholder
 
